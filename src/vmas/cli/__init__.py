@@ -1,0 +1,1 @@
+"""The ``vmas`` command line."""

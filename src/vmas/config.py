@@ -1,0 +1,414 @@
+"""Typed configuration: one pydantic model, named profiles, and ``--set a.b=c`` overrides.
+
+A profile (``configs/demo.yaml``, ``configs/paper.yaml``) is a complete YAML file; ``params.yaml``
+at the project root is the *active* profile that DVC reads and every command uses by default.
+Validation is strict: an unknown key or a value of the wrong type is an error that names the key
+path, the expected type and the file it came from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Iterable, Literal
+
+import annotated_types
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vmas.io import atomic_write_text
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+Share = Annotated[float, Field(ge=0, le=1)]
+Triple = tuple[int, int, int]
+
+GENRES = ("electronic", "rock", "folk", "ambient")
+Genre = Literal["electronic", "rock", "folk", "ambient"]
+
+ACTIVE_PARAMS_FILE = "params.yaml"
+PROFILE_DIR_ENV = "VMAS_CONFIG_DIR"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; ``problems`` holds one line per bad key."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"invalid configuration in {source}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsConfig(_Section):
+    """Where things live, relative to the project root. Stage outputs never go inside ``data_dir``."""
+
+    data_dir: Path = Path("data")
+    artifacts_dir: Path = Path("artifacts")
+
+
+class SynthConfig(_Section):
+    """The embedded synthetic music-video set (``vmas synth``)."""
+
+    n: PositiveInt
+    seed: Annotated[int, Field(ge=0)]
+    min_duration_s: Annotated[float, Field(ge=2)]
+    max_duration_s: Annotated[float, Field(le=600)]
+    static_share: Share = Field(description="share of still or slideshow videos the filter must drop")
+    vocal_share: Share = Field(description="share of videos with a singing-like vocal line mixed in")
+    portrait_share: Share
+    short_side: Annotated[int, Field(ge=64, le=1080, multiple_of=2)]
+    fps_choices: Annotated[list[Literal[24, 25, 30]], Field(min_length=1)]
+    sample_rate_choices: Annotated[list[Literal[32000, 44100, 48000]], Field(min_length=1)]
+    genres: Annotated[list[Genre], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _durations_ordered(self) -> "SynthConfig":
+        if self.min_duration_s > self.max_duration_s:
+            raise ValueError(
+                f"min_duration_s ({self.min_duration_s}) must not exceed max_duration_s ({self.max_duration_s})"
+            )
+        return self
+
+
+class AudioConfig(_Section):
+    """The audio the model hears and produces."""
+
+    sample_rate: Literal[32000] = 32000
+    channels: Literal[1] = 1
+
+
+class VideoConfig(_Section):
+    """The frames the video encoder sees per clip (paper: 96 frames at 9.6 fps, 224 px)."""
+
+    frames: PositiveInt
+    fps: PositiveFloat
+    size: Annotated[int, Field(ge=16)]
+
+
+class ClipConfig(_Section):
+    """Fixed-length training clips cut from each video."""
+
+    seconds: PositiveFloat
+    hop_seconds: PositiveFloat
+
+
+class FilterStaticConfig(_Section):
+    """Drop static and slideshow videos by mean pairwise frame similarity (DISCO-MV cleaning)."""
+
+    threshold: Share = 0.7
+    sample_fps: PositiveFloat = 1.0
+    embedding: Literal["pixels", "histogram"] = "pixels"
+
+
+class CodecConfig(_Section):
+    """EnCodec: 32 kHz mono, ``n_q`` residual codebooks of ``cardinality`` entries at ``frame_rate`` Hz."""
+
+    sample_rate: Literal[32000] = 32000
+    n_q: PositiveInt = 4
+    cardinality: PositiveInt = 2048
+    frame_rate: PositiveInt = 50
+    pretrained: Path | None = Field(default=None, description="local EnCodec checkpoint; None trains a small one")
+    channels: PositiveInt = Field(description="SEANet base channels (64 in the released 32 kHz model)")
+
+
+class VideoEncoderConfig(_Section):
+    """Hiera-style hierarchical ViT; Q-pooling keeps time so the output is one feature per frame pair."""
+
+    embed_dim: PositiveInt
+    num_heads: PositiveInt
+    stages: Annotated[list[PositiveInt], Field(min_length=1)]
+    q_strides: list[Triple]
+    patch_kernel: Triple = (3, 7, 7)
+    patch_stride: Triple = (2, 4, 4)
+    patch_padding: Triple = (1, 3, 3)
+
+    @model_validator(mode="after")
+    def _one_stride_per_transition(self) -> "VideoEncoderConfig":
+        if len(self.q_strides) != len(self.stages) - 1:
+            raise ValueError(
+                f"q_strides needs one (t, h, w) stride per stage transition: "
+                f"{len(self.stages) - 1} for {len(self.stages)} stages, got {len(self.q_strides)}"
+            )
+        return self
+
+
+class MusicDecoderConfig(_Section):
+    """Autoregressive transformer over delayed codebooks, with cross-attention to video in every layer."""
+
+    dim: PositiveInt
+    num_layers: PositiveInt
+    num_heads: PositiveInt
+    cfg_dropout: Share = 0.1
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> "MusicDecoderConfig":
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+        return self
+
+
+class ModelConfig(_Section):
+    video_encoder: VideoEncoderConfig
+    music_decoder: MusicDecoderConfig
+
+
+class TrainConfig(_Section):
+    batch_size: PositiveInt
+    max_steps: PositiveInt
+    lr: PositiveFloat
+    contrastive_weight: Annotated[float, Field(ge=0)] = 0.1
+    beat_weighting: bool = True
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+
+
+class Config(_Section):
+    """The whole configuration. Every section is required in a profile file."""
+
+    profile: str
+    paths: PathsConfig = PathsConfig()
+    synth: SynthConfig
+    audio: AudioConfig = AudioConfig()
+    video: VideoConfig
+    clip: ClipConfig
+    filter_static: FilterStaticConfig = FilterStaticConfig()
+    codec: CodecConfig
+    model: ModelConfig
+    train: TrainConfig
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        problems = []
+        clip_from_frames = self.video.frames / self.video.fps
+        if abs(clip_from_frames - self.clip.seconds) > 1e-6:
+            problems.append(
+                f"video.frames / video.fps = {clip_from_frames:g} s must equal clip.seconds = {self.clip.seconds:g} s"
+            )
+        if self.codec.sample_rate % self.codec.frame_rate:
+            problems.append("codec.sample_rate must be a multiple of codec.frame_rate")
+        enc = self.model.video_encoder
+        if self.video.frames % enc.patch_stride[0]:
+            problems.append(f"video.frames ({self.video.frames}) must be divisible by the time patch stride")
+        grid = self.video.size // enc.patch_stride[1]
+        for i, (_, sh, sw) in enumerate(enc.q_strides):
+            if sh != sw or grid % sh:
+                problems.append(
+                    f"model.video_encoder.q_strides[{i}] spatial stride {sh}x{sw} does not divide the {grid}x{grid} token grid"
+                )
+                break
+            grid //= sh
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def profile_dirs() -> list[Path]:
+    """Folders searched for ``NAME.yaml`` when a profile is named: $VMAS_CONFIG_DIR, ./configs, the repo's."""
+    dirs = [Path(os.environ[PROFILE_DIR_ENV])] if os.environ.get(PROFILE_DIR_ENV) else []
+    dirs += [Path.cwd() / "configs", Path(__file__).resolve().parents[2] / "configs"]
+    return list(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def available_profiles() -> list[str]:
+    return sorted({p.stem for d in profile_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+
+
+def resolve_profile(name: str) -> Path:
+    for d in profile_dirs():
+        if (d / f"{name}.yaml").is_file():
+            return d / f"{name}.yaml"
+    raise ConfigError(
+        f"profile {name!r}",
+        [f"no file {name}.yaml in {', '.join(str(d) for d in profile_dirs())}; known: {', '.join(available_profiles()) or 'none'}"],
+    )
+
+
+def default_config_path() -> Path:
+    """``./params.yaml`` (the active profile) when present, else the demo profile."""
+    active = Path.cwd() / ACTIVE_PARAMS_FILE
+    return active if active.is_file() else resolve_profile("demo")
+
+
+def load_config(
+    path: str | Path | None = None, profile: str | None = None, overrides: Iterable[str] = ()
+) -> Config:
+    """Read a profile file (or the named profile, or the active one), apply ``a.b=c`` overrides, validate."""
+    if path is not None and profile is not None:
+        raise ConfigError("command line", ["give either a config file or a profile name, not both"])
+    source = Path(path) if path is not None else resolve_profile(profile) if profile else default_config_path()
+    try:
+        data = yaml.safe_load(source.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(source), ["file does not exist"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(source), [f"not valid YAML: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(source), [f"the top level must be a mapping of sections, got {type(data).__name__}"])
+    overrides = list(overrides)
+    for item in overrides:
+        apply_override(data, item)
+    label = str(source) + (f" with --set {' '.join(overrides)}" if overrides else "")
+    return validate_config(data, label)
+
+
+def apply_override(data: dict, item: str) -> None:
+    """Set ``a.b.c=value`` in nested ``data``; the value is parsed as YAML (``0.5``, ``[1, 2]``, ``null``)."""
+    key, sep, raw = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError("--set", [f"{item!r}: expected KEY.PATH=VALUE, e.g. filter_static.threshold=0.6"])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError("--set", [f"{item!r}: value is not valid YAML: {exc}"]) from None
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError("--set", [f"{item!r}: {where} is a {type(child).__name__}, not a section"])
+        node = child
+    node[parts[-1]] = value
+
+
+def validate_config(data: dict[str, Any], source: str) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(err) for err in exc.errors()]) from None
+
+
+def use_profile(name: str, target: str | Path = ACTIVE_PARAMS_FILE) -> Config:
+    """Make ``name`` the active profile: write its validated, complete form to ``params.yaml``."""
+    cfg = load_config(profile=name)
+    header = (
+        f"# Active profile: {name} (written by `vmas config use {name}` from {resolve_profile(name).name}).\n"
+        "# DVC reads its parameters from here; edit it for an experiment, or switch profiles again.\n"
+    )
+    atomic_write_text(Path(target), header + cfg.to_yaml())
+    return cfg
+
+
+# --------------------------------------------------------------------------- error messages
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = [p for p in err["loc"] if p not in ("function-after",)]
+    path = _dotted(loc)
+    if err["type"] == "extra_forbidden":
+        parent, name = loc[:-1], loc[-1]
+        allowed = _allowed_keys(parent)
+        hint = difflib.get_close_matches(str(name), allowed, n=1)
+        suggestion = f" (did you mean {_dotted([*parent, hint[0]])!r}?)" if hint else ""
+        return f"unknown key {path!r}{suggestion}; allowed here: {', '.join(allowed)}"
+    if err["type"] == "missing":
+        return f"{path}: missing required key (expected {_expected_type(loc)})"
+    if err["type"] == "value_error" and not loc:
+        return err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    where = path or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: expected {_expected_type(loc)}, got {got!r} ({type(got).__name__}): {msg}"
+
+
+def _dotted(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _field_at(loc: list[Any]) -> tuple[Any, list[Any]]:
+    """The annotation and field metadata found by walking ``loc`` down from :class:`Config`."""
+    ann: Any = Config
+    meta: list[Any] = []
+    for part in loc:
+        ann = _unwrap_optional(ann)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            field = ann.model_fields.get(str(part))
+            if field is None:
+                return None, []
+            ann, meta = field.annotation, list(field.metadata)
+        elif typing.get_origin(ann) in (list, tuple) and isinstance(part, int):
+            args = typing.get_args(ann)
+            ann = args[0] if typing.get_origin(ann) is list or len(args) == 2 else args[min(part, len(args) - 1)]
+            ann, meta = _strip_annotated(ann)
+        else:
+            return ann, meta
+    return ann, meta
+
+
+def _strip_annotated(ann: Any) -> tuple[Any, list[Any]]:
+    if typing.get_origin(ann) is Annotated:
+        base, *extra = typing.get_args(ann)
+        meta = []
+        for e in extra:
+            meta.extend(getattr(e, "metadata", [e]))
+        return base, meta
+    return ann, []
+
+
+def _unwrap_optional(ann: Any) -> Any:
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    if typing.get_origin(ann) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return ann
+
+
+def _allowed_keys(parent: list[Any]) -> list[str]:
+    ann, _ = _field_at(parent)
+    ann = _unwrap_optional(ann)
+    return list(ann.model_fields) if isinstance(ann, type) and issubclass(ann, BaseModel) else []
+
+
+_BOUNDS = {
+    annotated_types.Gt: ("gt", ">"),
+    annotated_types.Ge: ("ge", ">="),
+    annotated_types.Lt: ("lt", "<"),
+    annotated_types.Le: ("le", "<="),
+    annotated_types.MultipleOf: ("multiple_of", "a multiple of"),
+}
+
+
+def _expected_type(loc: list[Any]) -> str:
+    ann, meta = _field_at(loc)
+    if ann is None:
+        return "a known key"
+    bounds = []
+    for m in meta:
+        for kind, (attr, symbol) in _BOUNDS.items():
+            if isinstance(m, kind):
+                bounds.append(f"{symbol} {getattr(m, attr)}")
+        if isinstance(m, annotated_types.MinLen):
+            bounds.append(f"at least {m.min_length} item(s)")
+    return _type_name(ann) + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+def _type_name(ann: Any) -> str:
+    ann, _ = _strip_annotated(ann)
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is list:
+        return f"a list of {_type_name(args[0])}"
+    if origin is tuple:
+        return "a list of " + str(len(args)) + " (" + ", ".join(_type_name(a) for a in args) + ")"
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return f"a section with keys {', '.join(ann.model_fields)}"
+    if ann is Path:
+        return "a path (str)"
+    return getattr(ann, "__name__", str(ann))

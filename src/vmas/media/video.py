@@ -1,0 +1,85 @@
+"""Writing H.264 + AAC mp4 files with PyAV."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable
+
+import av
+import numpy as np
+
+from vmas.io import atomic_path
+
+AAC_FRAME = 1024
+
+
+def write_mp4(
+    path: str | Path,
+    frames: Iterable[np.ndarray],
+    fps: int,
+    audio: np.ndarray,
+    sample_rate: int,
+    crf: int = 23,
+    preset: str = "veryfast",
+) -> None:
+    """Encode RGB ``frames`` (each ``[H, W, 3]`` uint8) and ``audio`` (``[channels, n]`` float) to an mp4.
+
+    Video is H.264 (yuv420p, BT.601 limited range) on one thread, and the colour conversion is done
+    here in numpy rather than by swscale (whose output was seen to differ by one level between
+    processes), so the same input gives the same bytes. Audio is AAC. Packets are interleaved by
+    time. The file appears at ``path`` only once complete.
+    """
+    audio = np.ascontiguousarray(np.atleast_2d(audio), dtype=np.float32)
+    layout = {1: "mono", 2: "stereo"}[audio.shape[0]]
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), "w", format="mp4") as out:
+            vstream = None
+            astream = out.add_stream("aac", rate=sample_rate, layout=layout)
+            astream.bit_rate = 128_000
+            sent = 0
+            for index, rgb in enumerate(frames):
+                if vstream is None:
+                    vstream = out.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": preset, "threads": "1"})
+                    vstream.height, vstream.width = rgb.shape[:2]
+                    vstream.pix_fmt = "yuv420p"
+                    vstream.time_base = Fraction(1, fps)
+                frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(rgb), format="yuv420p")
+                frame.pts = index
+                out.mux(vstream.encode(frame))
+                until = min(int((index + 1) * sample_rate / fps), audio.shape[1])
+                while sent + AAC_FRAME <= until:
+                    out.mux(astream.encode(_audio_frame(audio[:, sent : sent + AAC_FRAME], sample_rate, layout, sent)))
+                    sent += AAC_FRAME
+            if vstream is None:
+                raise ValueError(f"{path}: no frames to write")
+            while sent < audio.shape[1]:
+                chunk = audio[:, sent : sent + AAC_FRAME]
+                out.mux(astream.encode(_audio_frame(chunk, sample_rate, layout, sent)))
+                sent += chunk.shape[1]
+            out.mux(vstream.encode(None))
+            out.mux(astream.encode(None))
+
+
+def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB -> ``[H * 3 / 2, W]`` uint8 planar I420 (BT.601, limited range)."""
+    x = rgb.astype(np.float32)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+    u = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+    v = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+    h, w = rgb.shape[:2]
+
+    def subsample(c: np.ndarray) -> np.ndarray:  # 2x2 mean: [H, W] -> [H/2 * W/2]
+        return c.reshape(h // 2, 2, w // 2, 2).mean((1, 3)).ravel()
+
+    planes = np.concatenate([y.ravel(), subsample(u), subsample(v)])
+    return np.clip(np.round(planes), 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
+
+
+def _audio_frame(chunk: np.ndarray, sample_rate: int, layout: str, pts: int) -> av.AudioFrame:
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout=layout)
+    frame.sample_rate = sample_rate
+    frame.pts = pts
+    frame.time_base = Fraction(1, sample_rate)
+    return frame

@@ -1,0 +1,47 @@
+import av
+import numpy as np
+import pytest
+
+from vmas.media import read_audio, write_mp4
+from vmas.media.video import rgb_to_yuv420p
+
+
+def test_mp4_round_trip_keeps_size_rate_and_sound(tmp_path):
+    sr, fps = 32000, 25
+    t = np.arange(2 * sr) / sr
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
+    frames = [np.full((48, 64, 3), (i * 5) % 255, np.uint8) for i in range(2 * fps)]
+    write_mp4(tmp_path / "x.mp4", frames, fps, np.stack([tone, tone]), sr)
+    with av.open(str(tmp_path / "x.mp4")) as c:
+        assert c.streams.video[0].frames == 2 * fps
+        assert (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height) == (64, 48)
+    audio, rate = read_audio(tmp_path / "x.mp4", sample_rate=16000)
+    assert rate == 16000 and abs(len(audio) - 2 * 16000) < 1100
+    spectrum = np.abs(np.fft.rfft(audio))
+    assert abs(np.fft.rfftfreq(len(audio), 1 / rate)[spectrum.argmax()] - 440) < 5
+
+
+def test_no_frames_is_an_error_and_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError, match="no frames"):
+        write_mp4(tmp_path / "x.mp4", [], 25, np.zeros((1, 100)), 32000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_audio_names_a_file_without_audio(tmp_path):
+    path = tmp_path / "silent.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            f.pts = i
+            c.mux(s.encode(f))
+        c.mux(s.encode(None))
+    with pytest.raises(ValueError, match=f"{path}: no audio stream"):
+        read_audio(path)
+
+
+def test_colour_conversion_is_bt601_limited_range():
+    yuv = rgb_to_yuv420p(np.array([[[0, 0, 0], [255, 255, 255]], [[255, 0, 0], [0, 0, 255]]], np.uint8))
+    assert yuv.shape == (3, 2)
+    assert (yuv[0, 0], yuv[0, 1]) == (16, 235)  # black and white luma
