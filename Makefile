@@ -38,10 +38,12 @@ demo: install
 	$(BIN)/vmas synth --workers 2
 	$(BIN)/dvc add --quiet data
 	$(BIN)/dvc push --quiet
+	$(BIN)/vmas curate --workers 2 --no-progress
 	@echo
 	@echo "Embedded data: $$(ls data/*.mp4 | wc -l) videos in data/ (ground truth in data/*.truth.json),"
 	@echo "tracked by DVC in data.dvc and pushed to the local remote .dvc-storage/."
-	@echo "Stage outputs go to artifacts/. Active profile: params.yaml ($$($(BIN)/vmas config show | head -1))."
+	@echo "Curation manifests (Parquet) and summaries: artifacts/manifests/; clips: artifacts/clip/."
+	@echo "Active profile: params.yaml ($$($(BIN)/vmas config show | head -1))."
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -51,6 +53,7 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benchmarks/synth.py --out artifacts/benchmarks/synth.json
+	$(BIN)/python benchmarks/curation.py --out artifacts/benchmarks/curation.json
 
 clean:
 	rm -rf artifacts .pytest_cache

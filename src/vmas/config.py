@@ -99,12 +99,45 @@ class ClipConfig(_Section):
     hop_seconds: PositiveFloat
 
 
+class IngestConfig(_Section):
+    """Where raw videos come from, besides the folders and manifests named on the command line."""
+
+    extensions: Annotated[list[str], Field(min_length=1)] = ["mp4", "mkv", "webm", "mov"]
+    media_root: Path | None = Field(default=None, description="folder holding DISCO-10M media as <youtube id>.<ext>")
+    downloader: str | None = Field(
+        default=None, description="optional command for missing DISCO media, e.g. 'yt-dlp -f mp4 -o {out} {url}'"
+    )
+
+
 class FilterStaticConfig(_Section):
     """Drop static and slideshow videos by mean pairwise frame similarity (DISCO-MV cleaning)."""
 
     threshold: Share = 0.7
     sample_fps: PositiveFloat = 1.0
-    embedding: Literal["pixels", "histogram"] = "pixels"
+    max_frames: Annotated[int, Field(ge=2)] = 32
+    embedding: Literal["pixels", "histogram", "resnet18"] = "pixels"
+    encoder_weights: Path | None = Field(default=None, description="local torchvision state dict for 'resnet18'")
+
+
+class RemoveVocalsConfig(_Section):
+    """Vocal removal: Demucs htdemucs (keep no_vocals), or the REPET-SIM fallback when it has no weights."""
+
+    method: Literal["auto", "htdemucs", "repet"] = "auto"
+    model_name: str = "htdemucs"
+    model_repo: Path | None = Field(default=None, description="local folder with demucs' <sig>.th and <name>.yaml")
+    segment_s: PositiveFloat = 7.8
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class BeatsConfig(_Section):
+    """Music beats (onsets), video beats (optical-flow peaks) and the per-token weights they give."""
+
+    flow: Literal["farneback", "raft"] = "farneback"
+    raft_weights: Path | None = None
+    flow_size: Annotated[int, Field(ge=32)] = 160
+    peak_window_s: PositiveFloat = Field(default=0.2, description="a video beat is a flow maximum within +-this")
+    tolerance_s: PositiveFloat = Field(default=0.06, description="music and video beats this close overlap")
+    weight_floor: Share = Field(default=0.5, description="weight of a timestep with no aligned beat")
 
 
 class CodecConfig(_Section):
@@ -177,7 +210,10 @@ class Config(_Section):
     audio: AudioConfig = AudioConfig()
     video: VideoConfig
     clip: ClipConfig
+    ingest: IngestConfig = IngestConfig()
     filter_static: FilterStaticConfig = FilterStaticConfig()
+    remove_vocals: RemoveVocalsConfig = RemoveVocalsConfig()
+    beats: BeatsConfig = BeatsConfig()
     codec: CodecConfig
     model: ModelConfig
     train: TrainConfig

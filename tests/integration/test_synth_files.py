@@ -86,7 +86,11 @@ def test_same_seed_same_bytes_and_resume(repo, tmp_path, tiny_set):
     assert _digests(tmp_path / "a") == first
     other_seed = synthesize_dataset(cfg.synth.model_copy(update={"seed": 7}), tmp_path / "b", progress=False)
     assert other_seed.rendered == 3
-    assert not set(_digests(tmp_path / "b").values()) & set(first.values())
+    # (silent vocal stems of equal length may coincide across seeds; the pictures and music may not)
+    def media(d):
+        return {v for k, v in d.items() if k.endswith((".mp4", ".instrumental.wav"))}
+
+    assert not media(_digests(tmp_path / "b")) & media(first)
 
 
 def test_no_temporary_files_left(tiny_set):

@@ -10,7 +10,9 @@ import typer
 
 from vmas import __version__
 from vmas.cli.options import ConfigFile, Overrides, Profile, resolve
+from vmas.cli.curation import register as register_curation
 from vmas.config import ACTIVE_PARAMS_FILE, ConfigError, available_profiles, resolve_profile, use_profile
+from vmas.curation.stage import StageError
 from vmas.logs import setup_logging
 
 app = typer.Typer(
@@ -20,6 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+register_curation(app)
 config_app = typer.Typer(help="Show, check and switch configuration profiles.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -103,7 +106,7 @@ def main() -> None:
     """Console entry point: Typer reports usage errors; configuration errors exit 2 without a traceback."""
     try:
         app()
-    except ConfigError as exc:
+    except (ConfigError, StageError) as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
 

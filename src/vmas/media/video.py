@@ -17,48 +17,55 @@ AAC_FRAME = 1024
 def write_mp4(
     path: str | Path,
     frames: Iterable[np.ndarray],
-    fps: int,
-    audio: np.ndarray,
-    sample_rate: int,
+    fps: float,
+    audio: np.ndarray | None = None,
+    sample_rate: int | None = None,
     crf: int = 23,
     preset: str = "veryfast",
 ) -> None:
-    """Encode RGB ``frames`` (each ``[H, W, 3]`` uint8) and ``audio`` (``[channels, n]`` float) to an mp4.
+    """Encode RGB ``frames`` (each ``[H, W, 3]`` uint8, even sides) and optional ``audio``
+    (``[channels, n]`` float) to an mp4 at ``fps`` (may be fractional, e.g. 9.6).
 
     Video is H.264 (yuv420p, BT.601 limited range) on one thread, and the colour conversion is done
     here in numpy rather than by swscale (whose output was seen to differ by one level between
     processes), so the same input gives the same bytes. Audio is AAC. Packets are interleaved by
     time. The file appears at ``path`` only once complete.
     """
-    audio = np.ascontiguousarray(np.atleast_2d(audio), dtype=np.float32)
-    layout = {1: "mono", 2: "stereo"}[audio.shape[0]]
+    rate = Fraction(fps).limit_denominator(1001)
+    if audio is not None:
+        audio = np.ascontiguousarray(np.atleast_2d(audio), dtype=np.float32)
+        layout = {1: "mono", 2: "stereo"}[audio.shape[0]]
     with atomic_path(path) as tmp:
         with av.open(str(tmp), "w", format="mp4") as out:
             vstream = None
-            astream = out.add_stream("aac", rate=sample_rate, layout=layout)
-            astream.bit_rate = 128_000
+            astream = None
+            if audio is not None:
+                astream = out.add_stream("aac", rate=sample_rate, layout=layout)
+                astream.bit_rate = 128_000
             sent = 0
             for index, rgb in enumerate(frames):
                 if vstream is None:
-                    vstream = out.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": preset, "threads": "1"})
+                    vstream = out.add_stream("libx264", rate=rate, options={"crf": str(crf), "preset": preset, "threads": "1"})
                     vstream.height, vstream.width = rgb.shape[:2]
                     vstream.pix_fmt = "yuv420p"
-                    vstream.time_base = Fraction(1, fps)
+                    vstream.time_base = 1 / rate
                 frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(rgb), format="yuv420p")
                 frame.pts = index
                 out.mux(vstream.encode(frame))
-                until = min(int((index + 1) * sample_rate / fps), audio.shape[1])
-                while sent + AAC_FRAME <= until:
-                    out.mux(astream.encode(_audio_frame(audio[:, sent : sent + AAC_FRAME], sample_rate, layout, sent)))
-                    sent += AAC_FRAME
+                if astream is not None:
+                    until = min(int((index + 1) * sample_rate / rate), audio.shape[1])
+                    while sent + AAC_FRAME <= until:
+                        out.mux(astream.encode(_audio_frame(audio[:, sent : sent + AAC_FRAME], sample_rate, layout, sent)))
+                        sent += AAC_FRAME
             if vstream is None:
                 raise ValueError(f"{path}: no frames to write")
-            while sent < audio.shape[1]:
-                chunk = audio[:, sent : sent + AAC_FRAME]
-                out.mux(astream.encode(_audio_frame(chunk, sample_rate, layout, sent)))
-                sent += chunk.shape[1]
+            if astream is not None:
+                while sent < audio.shape[1]:
+                    chunk = audio[:, sent : sent + AAC_FRAME]
+                    out.mux(astream.encode(_audio_frame(chunk, sample_rate, layout, sent)))
+                    sent += chunk.shape[1]
+                out.mux(astream.encode(None))
             out.mux(vstream.encode(None))
-            out.mux(astream.encode(None))
 
 
 def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:

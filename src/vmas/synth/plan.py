@@ -20,7 +20,7 @@ from vmas.config import SynthConfig
 Visual = Literal["dynamic", "still", "slideshow"]
 RGB = tuple[int, int, int]
 
-SYNTH_VERSION = 1  # bump when rendering changes: resumption then re-renders everything
+SYNTH_VERSION = 2  # bump when rendering changes: resumption then re-renders everything
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ STYLES: dict[str, Style] = {
         tempo=(118, 132), modes=("minor",), drums="four_on_floor", lead="arp", bass=True, pad=True,
         shape="square", backgrounds=((12, 4, 32), (24, 0, 48), (0, 12, 28), (30, 10, 60)),
         colors=((255, 0, 170), (0, 240, 255), (140, 60, 255), (255, 230, 0)),
-        speed=0.35, impulse=6.0, cut_every_bars=2,
+        speed=0.35, impulse=6.0, cut_every_bars=1,
     ),
     "rock": Style(
         tempo=(100, 140), modes=("major", "minor"), drums="backbeat", lead="power_chords", bass=True, pad=False,
@@ -58,13 +58,13 @@ STYLES: dict[str, Style] = {
         tempo=(80, 108), modes=("major",), drums="none", lead="pluck", bass=True, pad=False,
         shape="circle", backgrounds=((236, 222, 190), (60, 80, 40), (120, 80, 40), (200, 170, 120)),
         colors=((180, 100, 30), (80, 130, 50), (150, 40, 30), (230, 190, 60)),
-        speed=0.18, impulse=7.0, cut_every_bars=4,
+        speed=0.18, impulse=7.0, cut_every_bars=2,
     ),
     "ambient": Style(
         tempo=(60, 80), modes=("minor", "major"), drums="none", lead="bell", bass=False, pad=True,
         shape="ring", backgrounds=((190, 215, 240), (30, 50, 90), (225, 205, 235), (200, 235, 225)),
         colors=((255, 255, 255), (120, 170, 230), (240, 160, 200), (150, 220, 200)),
-        speed=0.1, impulse=9.0, cut_every_bars=4,
+        speed=0.1, impulse=9.0, cut_every_bars=2,
     ),
 }
 

@@ -36,31 +36,34 @@ class Shape:
 @dataclass
 class Scene:
     background: np.ndarray  # [H, W, 3] uint8
+    angle: float  # direction of the background gradient
     shapes: list[Shape]
 
 
-def _gradient(width: int, height: int, top: tuple[int, int, int], bottom: tuple[int, int, int]) -> np.ndarray:
-    w = np.linspace(0.0, 1.0, height)[:, None, None]
-    column = (1 - w) * np.array(top) + w * np.array(bottom)  # [H, 1, 3]
-    return np.ascontiguousarray(np.broadcast_to(column, (height, width, 3)).astype(np.uint8))
+def _gradient(width: int, height: int, start: tuple[int, int, int], end: tuple[int, int, int], angle: float) -> np.ndarray:
+    """A linear colour gradient from ``start`` to ``end`` along direction ``angle`` (radians): ``[H, W, 3]``."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    along = np.cos(angle) * xx / width + np.sin(angle) * yy / height
+    w = ((along - along.min()) / max(float(np.ptp(along)), 1e-9))[..., None]
+    return ((1 - w) * np.array(start) + w * np.array(end)).astype(np.uint8)
 
 
 def _new_scene(plan: ItemPlan, style: Style, rng: np.random.Generator, previous: Scene | None) -> Scene:
     short = min(plan.width, plan.height)
+    # A cut must look like one: the gradient turns by 90-270 degrees from the previous scene's.
     picks = rng.permutation(len(style.backgrounds))[:2]
-    background = _gradient(plan.width, plan.height, style.backgrounds[picks[0]], style.backgrounds[picks[1]])
-    if previous is not None and np.array_equal(background, previous.background):
-        background = _gradient(plan.width, plan.height, style.backgrounds[picks[1]], style.backgrounds[picks[0]])
+    angle = float(rng.uniform(0, 2 * np.pi)) if previous is None else previous.angle + float(rng.uniform(0.5, 1.5)) * np.pi
+    background = _gradient(plan.width, plan.height, style.backgrounds[picks[0]], style.backgrounds[picks[1]], angle)
     shapes = []
     for _ in range(int(rng.integers(3, 6))):
         heading = rng.uniform(0, 2 * np.pi)
         shapes.append(Shape(
             x=float(rng.uniform(0.15, 0.85) * plan.width), y=float(rng.uniform(0.15, 0.85) * plan.height),
-            size=float(rng.uniform(0.08, 0.16) * short), angle=float(rng.uniform(0, np.pi)),
+            size=float(rng.uniform(0.1, 0.2) * short), angle=float(rng.uniform(0, np.pi)),
             dx=float(np.cos(heading)), dy=float(np.sin(heading)), spin=float(rng.uniform(-2, 2) / short),
             color=tuple(int(c) for c in style.colors[int(rng.integers(len(style.colors)))]),
         ))
-    return Scene(background, shapes)
+    return Scene(background, angle, shapes)
 
 
 def _draw(canvas: np.ndarray, shape: Shape, kind: str, scale: float) -> None:

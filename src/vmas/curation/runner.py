@@ -1,0 +1,160 @@
+"""``run_stage``: the one place where a stage's manifest is read, work is skipped or done, and written.
+
+The CLI, DVC and Dagster all call this. For every upstream row the stage accepts, the row's key
+(its deciding columns, the stage's settings and version) is compared with the key stored in the
+stage's manifest: equal means done, so a second run does no work. Work is done in chunks, each
+written as a manifest part when finished, so a killed run loses at most the chunk in flight and
+the next run resumes. Rows that fail keep their ``error``; the stage goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Iterator
+
+from tqdm import tqdm
+
+from vmas.config import Config
+from vmas.curation.stage import Stage, StageError, describe_error
+from vmas.io import atomic_write_json
+from vmas.manifest import ERROR, ID, INPUT_ID, KEY, Manifest, content_key
+
+log = logging.getLogger(__name__)
+
+
+def manifest_dir(cfg: Config, stage: str) -> Path:
+    return Path(cfg.paths.artifacts_dir) / "manifests" / stage
+
+
+def output_dir(cfg: Config, stage: str) -> Path:
+    return Path(cfg.paths.artifacts_dir) / stage
+
+
+def summary_path(cfg: Config, stage: str) -> Path:
+    return Path(cfg.paths.artifacts_dir) / "manifests" / f"{stage}.summary.json"
+
+
+@dataclass
+class StageReport:
+    stage: str
+    processed: int = 0  # inputs worked on in this run
+    skipped: int = 0  # inputs already done with the same key
+    rows: int = 0  # rows in the manifest afterwards
+    errors: int = 0  # rows with an error afterwards
+    errors_by_reason: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _apply(stage: Stage, row: dict, key: str, settings: dict) -> list[dict]:
+    try:
+        out = stage.process(row, settings) or []
+        if not out:
+            raise StageError(f"{stage.name} produced no row for {row.get(ID)}")
+    except Exception as exc:  # noqa: BLE001 - a bad row is recorded, never fatal
+        log.debug("%s failed on %s", stage.name, row.get(ID), exc_info=True)
+        # an error row keeps the input's columns that this stage also has (path, video_id, ...)
+        carried = {k: row[k] for k in stage.schema.names if k in row and k not in (ID, INPUT_ID, KEY, ERROR)}
+        out = [{**carried, ERROR: describe_error(exc, row.get("path") or row.get("source_path"))}]
+    result = []
+    for item in out:
+        item = dict(item)
+        item.setdefault(ID, row[ID])
+        item.setdefault(ERROR, None)
+        item[INPUT_ID], item[KEY] = row[ID], key
+        result.append(item)
+    return result
+
+
+def _apply_job(job: tuple[str, dict, str, dict]) -> list[dict]:
+    from vmas.curation import STAGES
+
+    name, row, key, settings = job
+    return _apply(STAGES[name], row, key, settings)
+
+
+def _batched(items: Iterator, size: int) -> Iterator[list]:
+    while chunk := list(islice(items, size)):
+        yield chunk
+
+
+def run_stage(name: str, cfg: Config, workers: int = 1, chunk_size: int = 16, progress: bool = True,
+              limit: int | None = None) -> StageReport:
+    """Run stage ``name`` over its upstream manifest; returns what it did (also written as JSON)."""
+    from vmas.curation import STAGES
+
+    stage = STAGES[name]
+    if stage.process is None:
+        raise StageError(f"stage {name!r} is not a row stage; run it with its own command")
+    started = time.perf_counter()
+    settings = stage.settings(cfg, output_dir(cfg, name))
+    upstream = Manifest(manifest_dir(cfg, stage.upstream))
+    if not upstream.exists():
+        raise StageError(f"{name}: no {stage.upstream} manifest in {upstream.root}; run `vmas {stage.upstream}` first")
+    out = Manifest(manifest_dir(cfg, name), stage.schema)
+    done = out.done_keys()
+    report = StageReport(name)
+    current: list[str] = []
+
+    def todo() -> Iterator[tuple[dict, str]]:
+        taken = 0
+        for row in upstream.iter_rows():
+            if not stage.accepts(row):
+                continue
+            if limit is not None and taken >= limit:
+                return
+            taken += 1
+            key = content_key(name, stage.version, {f: row.get(f) for f in stage.input_fields}, settings)
+            current.append(row[ID])
+            if done.get(row[ID]) == key:
+                report.skipped += 1
+                continue
+            yield row, key
+
+    bar = tqdm(desc=name, unit="row", disable=not progress)
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        for chunk in _batched(todo(), chunk_size * max(workers, 1)):
+            jobs = [(name, row, key, settings) for row, key in chunk]
+            results = pool.map(_apply_job, jobs) if pool else map(_apply_job, jobs)
+            rows = [r for rs in results for r in rs]
+            out.append(rows)
+            report.processed += len(chunk)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    out.compact(keep_inputs=current)
+    _summarize(out, report)
+    report.seconds = round(time.perf_counter() - started, 3)
+    if stage.extra.get("summarize"):
+        report.extra = stage.extra["summarize"](out, settings)
+    atomic_write_json(summary_path(cfg, name), report.as_dict())
+    log.info("%s: %d processed, %d already done, %d rows, %d errors", name, report.processed, report.skipped,
+             report.rows, report.errors, extra={"fields": {"seconds": report.seconds, **report.errors_by_reason}})
+    return report
+
+
+def _summarize(out: Manifest, report: StageReport) -> None:
+    reasons: Counter[str] = Counter()
+    rows = 0
+    for row in out.iter_rows([ERROR]):
+        rows += 1
+        if row[ERROR]:
+            reasons[row[ERROR].split(":", 1)[0]] += 1
+    report.rows, report.errors, report.errors_by_reason = rows, sum(reasons.values()), dict(reasons)
+
+
+def read_summary(cfg: Config, name: str) -> dict:
+    return json.loads(summary_path(cfg, name).read_text())
