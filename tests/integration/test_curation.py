@@ -93,10 +93,14 @@ def test_separation_raises_instrumental_sdr_on_vocal_mixtures(curated):
         truth = json.loads(Path(row["path"]).with_suffix("").with_suffix(".truth.json").read_text())
         assert row["method"] == "repet" and Path(row["instrumental_path"]).is_file()
         assert len(row["residual_vocal_energy"]) == len(row["mixture_energy"]) > 0
+        assert row["reference_has_vocals"] == truth["plan"]["has_vocals"]
         if truth["plan"]["has_vocals"]:
             gains.append(row["sdr_db"] - row["mixture_sdr_db"])
     assert len(gains) >= 2
     assert np.mean(gains) >= SDR_GAIN_FLOOR_DB, gains
+    summary = read_summary(cfg, "remove_vocals")["extra"]["with_vocals"]
+    assert summary["videos"] == len(gains)
+    assert np.isclose(summary["mean_sdr_db"] - summary["mean_mixture_sdr_db"], np.mean(gains))
 
 
 def test_clips_and_training_videos(curated):

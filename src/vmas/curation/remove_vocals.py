@@ -35,6 +35,7 @@ SCHEMA = schema_with(
     pa.field("sample_rate", pa.int32()),
     pa.field("sdr_db", pa.float64()),  # output vs the reference instrumental stem (when known)
     pa.field("mixture_sdr_db", pa.float64()),  # the mixture itself vs that stem: the baseline
+    pa.field("reference_has_vocals", pa.bool_()),  # the known vocal stem is not silent (null: no stems)
     pa.field("mixture_energy", pa.list_(pa.float32())),  # per second
     pa.field("residual_vocal_energy", pa.list_(pa.float32())),  # per second
     pa.field("residual_vocal_db", pa.float64()),  # residual vs mixture energy, whole video
@@ -139,13 +140,19 @@ def energy_per_second(x: np.ndarray, sr: int) -> list[float]:
     return np.mean(padded.reshape(n, sr) ** 2, axis=1).astype(np.float32).tolist()
 
 
-def reference_stem(source: Path, sr: int) -> np.ndarray | None:
-    """The synthetic set's ``<stem>.instrumental.wav`` beside ``source``, at ``sr``, or None."""
-    stem_path = source.with_name(source.stem + ".instrumental.wav")
-    if not stem_path.is_file():
-        return None
-    ref, _ = read_audio(stem_path, sample_rate=sr)
-    return ref
+def reference_stems(source: Path, sr: int) -> tuple[np.ndarray | None, bool | None]:
+    """The synthetic set's instrumental stem beside ``source`` (at ``sr``) and whether its vocal stem
+    has any sound; ``(None, None)`` for videos without stems."""
+    inst_path = source.with_name(source.stem + ".instrumental.wav")
+    vocal_path = source.with_name(source.stem + ".vocals.wav")
+    if not inst_path.is_file():
+        return None, None
+    reference, _ = read_audio(inst_path, sample_rate=sr)
+    has_vocals = None
+    if vocal_path.is_file():
+        vocals, _ = read_audio(vocal_path, sample_rate=sr)
+        has_vocals = bool(np.sqrt(np.mean(vocals.astype(np.float64) ** 2)) > 1e-3)
+    return reference, has_vocals
 
 
 # --------------------------------------------------------------------------- the stage
@@ -158,7 +165,7 @@ def remove_vocals_video(row: dict, settings: dict) -> list[dict]:
     _, residual = separate(instrumental, sr, settings)
     out_path = Path(settings["out_dir"]) / f"{row['id']}.wav"
     write_wav(out_path, instrumental, sr)
-    reference = reference_stem(Path(row["path"]), sr)
+    reference, has_vocals = reference_stems(Path(row["path"]), sr)
     mix_energy = energy_per_second(mix, sr)
     residual_energy = energy_per_second(residual, sr)
     return [{
@@ -168,6 +175,7 @@ def remove_vocals_video(row: dict, settings: dict) -> list[dict]:
         "sample_rate": sr,
         "sdr_db": sdr_db(reference, instrumental) if reference is not None else None,
         "mixture_sdr_db": sdr_db(reference, mix) if reference is not None else None,
+        "reference_has_vocals": has_vocals,
         "mixture_energy": mix_energy,
         "residual_vocal_energy": residual_energy,
         "residual_vocal_db": float(10 * np.log10(max(sum(residual_energy), 1e-12) / max(sum(mix_energy), 1e-12))),
@@ -183,15 +191,19 @@ def _settings(cfg, out_dir: Path) -> dict:
 
 
 def summarize(out: Manifest, settings: dict) -> dict:
-    rows = [r for r in out.iter_rows(["sdr_db", "mixture_sdr_db", "residual_vocal_db", "error"]) if r["error"] is None]
-    scored = [r for r in rows if r["sdr_db"] is not None]
-    return {
-        "method": settings["method"],
-        "mean_sdr_db": float(np.mean([r["sdr_db"] for r in scored])) if scored else None,
-        "mean_mixture_sdr_db": float(np.mean([r["mixture_sdr_db"] for r in scored])) if scored else None,
-        "scored_videos": len(scored),
-        "median_residual_vocal_db": float(np.median([r["residual_vocal_db"] for r in rows])) if rows else None,
-    }
+    """Mean SDR before and after, separately for mixtures with and without a (known) voice."""
+    rows = [r for r in out.iter_rows(["sdr_db", "mixture_sdr_db", "reference_has_vocals", "residual_vocal_db",
+                                      "error"]) if r["error"] is None]
+    result = {"method": settings["method"],
+              "median_residual_vocal_db": float(np.median([r["residual_vocal_db"] for r in rows])) if rows else None}
+    for label, flag in (("with_vocals", True), ("without_vocals", False)):
+        scored = [r for r in rows if r["sdr_db"] is not None and r["reference_has_vocals"] is flag]
+        result[label] = {
+            "videos": len(scored),
+            "mean_mixture_sdr_db": float(np.mean([r["mixture_sdr_db"] for r in scored])) if scored else None,
+            "mean_sdr_db": float(np.mean([r["sdr_db"] for r in scored])) if scored else None,
+        }
+    return result
 
 
 STAGE = Stage(

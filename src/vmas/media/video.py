@@ -12,6 +12,7 @@ import numpy as np
 from vmas.io import atomic_path
 
 AAC_FRAME = 1024
+X264_OPTIONS = {"threads": "1", "x264-params": "bframes=0"}  # deterministic output: see write_mp4
 
 
 def write_mp4(
@@ -26,9 +27,10 @@ def write_mp4(
     """Encode RGB ``frames`` (each ``[H, W, 3]`` uint8, even sides) and optional ``audio``
     (``[channels, n]`` float) to an mp4 at ``fps`` (may be fractional, e.g. 9.6).
 
-    Video is H.264 (yuv420p, BT.601 limited range) on one thread, and the colour conversion is done
-    here in numpy rather than by swscale (whose output was seen to differ by one level between
-    processes), so the same input gives the same bytes. Audio is AAC. Packets are interleaved by
+    Video is H.264 (yuv420p, BT.601 limited range) on one thread and without B-frames, and the
+    colour conversion is done here in numpy rather than by swscale: with B-frames about one encode
+    in fifteen of the same frames came out different (0 in 160 without), and swscale's output
+    differed by one level between processes. So the same input gives the same bytes. Audio is AAC. Packets are interleaved by
     time. The file appears at ``path`` only once complete.
     """
     rate = Fraction(fps).limit_denominator(1001)
@@ -45,7 +47,7 @@ def write_mp4(
             sent = 0
             for index, rgb in enumerate(frames):
                 if vstream is None:
-                    vstream = out.add_stream("libx264", rate=rate, options={"crf": str(crf), "preset": preset, "threads": "1"})
+                    vstream = out.add_stream("libx264", rate=rate, options=X264_OPTIONS | {"crf": str(crf), "preset": preset})
                     vstream.height, vstream.width = rgb.shape[:2]
                     vstream.pix_fmt = "yuv420p"
                     vstream.time_base = 1 / rate

@@ -20,7 +20,7 @@ from vmas.config import SynthConfig
 Visual = Literal["dynamic", "still", "slideshow"]
 RGB = tuple[int, int, int]
 
-SYNTH_VERSION = 2  # bump when rendering changes: resumption then re-renders everything
+SYNTH_VERSION = 3  # bump when rendering changes: resumption then re-renders everything
 
 
 @dataclass(frozen=True)

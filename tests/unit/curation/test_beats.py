@@ -28,3 +28,16 @@ def test_motion_resampled_to_token_rate():
     motion = np.array([0.0, 5.0, 0.0])  # change into frames 1, 2, 3 at 10 fps
     curve = motion_to_token_rate(motion, fps=10.0, seconds=0.4, rate=50)
     assert curve.shape == (20,) and np.argmax(curve) == 10  # frame 2 = 0.2 s = step 10
+
+
+def test_raft_flow_loads_a_local_state_dict(tmp_path):
+    import torch
+    from torchvision.models.optical_flow import raft_small
+
+    from vmas.curation.beats import raft_motion
+
+    torch.manual_seed(0)
+    torch.save(raft_small().state_dict(), tmp_path / "raft_small.pt")
+    frames = np.random.default_rng(0).integers(0, 255, (3, 128, 128, 3), dtype=np.uint8)
+    motion = raft_motion(frames, str(tmp_path / "raft_small.pt"))
+    assert motion.shape == (2,) and np.all(np.isfinite(motion)) and np.all(motion >= 0)
