@@ -149,6 +149,14 @@ def test_second_run_does_no_work(curated):
         assert {r["id"]: r for r in _rows(cfg, name)} == before
 
 
+def test_a_limited_run_loses_nothing(curated):
+    cfg, *_ = curated
+    before = {r["id"] for r in _rows(cfg, "clip")}
+    report = run_stage("clip", cfg, limit=1, progress=False)
+    assert (report.processed, report.skipped) == (0, 1)
+    assert {r["id"] for r in _rows(cfg, "clip")} == before
+
+
 def test_a_killed_run_resumes_without_loss_or_duplicates(curated, monkeypatch):
     cfg, *_ = curated
     cfg = cfg.model_copy(update={"beats": cfg.beats.model_copy(update={"weight_floor": 0.25})})  # new key: redo

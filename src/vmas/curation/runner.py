@@ -135,7 +135,8 @@ def run_stage(name: str, cfg: Config, workers: int = 1, chunk_size: int = 16, pr
         bar.close()
         if pool:
             pool.shutdown(cancel_futures=True)
-    out.compact(keep_inputs=current)
+    # Drop rows of inputs gone upstream, but only after a full pass: --limit sees a part of them.
+    out.compact(keep_inputs=current if limit is None else None)
     _summarize(out, report)
     report.seconds = round(time.perf_counter() - started, 3)
     if stage.extra.get("summarize"):
