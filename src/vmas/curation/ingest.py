@@ -42,6 +42,7 @@ SCHEMA = schema_with(
 MISSING_SCHEMA = pa.schema([pa.field("source", pa.string()), pa.field("video_url_youtube", pa.string()),
                             pa.field("youtube_id", pa.string()), pa.field("reason", pa.string())])
 PATH_COLUMNS = ("path", "uri", "video", "video_path", "file")
+FLUSH_EVERY = 256  # new rows per manifest part
 _YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{6,}$")
 
 
@@ -187,11 +188,14 @@ def ingest(cfg: Config, manifest_root: Path, folders: Iterable[Path] = (), path_
                          "size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "source": source,
                          "batch": batch, "meta": json.dumps(meta, default=str, sort_keys=True)})
         counts["new"] += 1
+        if len(new_rows) >= FLUSH_EVERY:  # a killed ingest keeps what it hashed
+            out.append(new_rows)
+            new_rows = []
     out.append(new_rows)
     if missing or disco:
         with atomic_path(manifest_root.parent / "ingest.missing.parquet") as tmp:
             pq.write_table(pa.Table.from_pylist(missing, schema=MISSING_SCHEMA), tmp)
-    counts["batch"] = batch if new_rows else None
+    counts["batch"] = batch if counts["new"] else None
     log.info("ingest: %d new, %d already known, %d duplicates, %d missing", counts["new"], counts["known"],
              counts["duplicate"], counts["missing"], extra={"fields": {"batch": counts["batch"]}})
     return counts

@@ -5,7 +5,8 @@ Methods, chosen by ``remove_vocals.method`` (``auto`` picks the first one that c
 - ``htdemucs``: Demucs' hybrid transformer model, two stems (everything but ``vocals`` summed is
   ``no_vocals``), weights resolved by demucs' own ``get_model(name, repo=model_repo)`` from a local
   folder (``<name>.yaml`` + ``<sig>.th``, the layout of demucs' remote repo); segmented by demucs
-  (``segment_s``), on the GPU when there is one.
+  (``segment_s``), on the GPU when there is one. With no ``model_repo``, a torch hub cache that
+  holds the model's checkpoints is used the same way (see :func:`hub_cache_repo`).
 - ``repet``: REPET-SIM (Rafii & Pardo 2012), the DSP fallback when no weights are present: music
   repeats, a voice does not, so the median of each spectrogram frame's nearest neighbours is the
   background; soft masks split it from the foreground. Runs in 30 s windows, so memory is bounded.
@@ -18,11 +19,13 @@ when run again on its own output (reference-free, so it works on real data too).
 
 from __future__ import annotations
 
+import shutil
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import yaml
 
 from vmas.curation.stage import Stage, StageError
 from vmas.manifest import Manifest, schema_with
@@ -104,17 +107,54 @@ def demucs_separate(y: np.ndarray, sr: int, name: str, repo: str, segment_s: flo
     return tuple(np.pad(b, (0, len(y) - len(b))) for b in back)
 
 
-def resolve_method(method: str, model_repo: Path | None, model_name: str) -> str:
-    """``auto`` -> htdemucs when its weights are in ``model_repo``, else repet."""
-    has_weights = model_repo is not None and Path(model_repo).is_dir() and (
-        (Path(model_repo) / f"{model_name}.yaml").is_file() or any(Path(model_repo).glob(f"{model_name}*.th")))
-    if method == "htdemucs" and not has_weights:
-        raise StageError(f"remove_vocals.method is htdemucs but remove_vocals.model_repo ({model_repo}) holds no "
-                         f"{model_name}.yaml or {model_name}*.th: point it at a local demucs model folder, "
-                         f"or set remove_vocals.method to auto or repet")
+def _has_model_files(folder: Path, model_name: str) -> bool:
+    return folder.is_dir() and ((folder / f"{model_name}.yaml").is_file() or any(folder.glob(f"{model_name}*.th")))
+
+
+def hub_cache_repo(model_name: str, view_dir: Path) -> Path | None:
+    """A demucs repo folder over the torch hub cache, or None when the cache lacks the model.
+
+    ``get_model(name)`` without a repo would go to the network, so instead the bag file demucs ships
+    (``demucs/remote/<name>.yaml``) is copied into ``view_dir`` beside links to the cached
+    ``<sig>-<checksum>.th`` files, and that folder is given to ``get_model(name, repo=view_dir)``.
+    """
+    import torch
+    from demucs.pretrained import REMOTE_ROOT
+
+    bag = REMOTE_ROOT / f"{model_name}.yaml"
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    if not bag.is_file() or not cache.is_dir():
+        return None
+    found = [next(iter(sorted(cache.glob(f"{sig}-*.th"))), None) for sig in yaml.safe_load(bag.read_text())["models"]]
+    if not found or None in found:
+        return None
+    view_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bag, view_dir / bag.name)
+    for checkpoint in found:
+        link = view_dir / checkpoint.name
+        if not link.exists():
+            link.symlink_to(checkpoint)
+    return view_dir
+
+
+def resolve_method(method: str, model_repo: Path | None, model_name: str, view_dir: Path) -> tuple[str, Path | None]:
+    """The method that will run and the demucs repo folder for it.
+
+    ``auto`` means htdemucs when its weights are in ``model_repo`` (or, with no ``model_repo``, in
+    the torch hub cache), else repet. ``htdemucs`` without weights is an error naming the key.
+    """
+    if model_repo is not None:
+        repo = Path(model_repo) if _has_model_files(Path(model_repo), model_name) else None
+    else:
+        repo = hub_cache_repo(model_name, view_dir)
+    if method == "htdemucs" and repo is None:
+        raise StageError(f"remove_vocals.method is htdemucs but there are no {model_name} weights: "
+                         f"remove_vocals.model_repo ({model_repo}) holds no {model_name}.yaml or {model_name}*.th"
+                         + ("" if model_repo else " and the torch hub cache has none")
+                         + "; point model_repo at a local demucs model folder, or set remove_vocals.method to auto or repet")
     if method == "auto":
-        return "htdemucs" if has_weights else "repet"
-    return method
+        method = "htdemucs" if repo is not None else "repet"
+    return method, (repo if method == "htdemucs" else None)
 
 
 def separate(y: np.ndarray, sr: int, settings: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -184,9 +224,9 @@ def remove_vocals_video(row: dict, settings: dict) -> list[dict]:
 
 def _settings(cfg, out_dir: Path) -> dict:
     rv = cfg.remove_vocals
-    method = resolve_method(rv.method, rv.model_repo, rv.model_name)
-    return {"method": method, "model_name": rv.model_name,
-            "model_repo": str(rv.model_repo) if rv.model_repo else None, "segment_s": rv.segment_s,
+    method, repo = resolve_method(rv.method, rv.model_repo, rv.model_name, out_dir / "demucs-hub-cache")
+    return {"method": method, "model_name": rv.model_name, "model_repo": str(repo) if repo else None,
+            "segment_s": rv.segment_s,
             "device": rv.device, "sample_rate": cfg.audio.sample_rate, "out_dir": str(out_dir)}
 
 

@@ -75,3 +75,12 @@ def test_disco_metadata_present_and_missing(cfg, tmp_path):
 def test_not_a_folder_is_a_clear_error(cfg, tmp_path):
     with pytest.raises(NotADirectoryError, match="nope: not a folder"):
         ingest(cfg, tmp_path / "m", [tmp_path / "nope"], progress=False)
+
+
+def test_ingest_writes_parts_as_it_goes(cfg, tmp_path, monkeypatch):
+    import vmas.curation.ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "FLUSH_EVERY", 2)
+    _files(tmp_path / "raw", [f"{i}.mp4" for i in range(5)])
+    assert ingest(cfg, tmp_path / "m", [tmp_path / "raw"], progress=False)["new"] == 5
+    assert len(Manifest(tmp_path / "m").parts()) == 3  # 2 + 2 + 1: a kill loses at most one part's work

@@ -43,13 +43,36 @@ def test_demucs_loads_from_a_local_repo_and_separates(demucs_repo):
     assert np.all(np.isfinite(no_vocals)) and np.all(np.isfinite(vocals))
 
 
-def test_method_resolution(tmp_path, demucs_repo):
+def test_method_resolution(tmp_path, demucs_repo, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     repo, _ = demucs_repo
-    assert resolve_method("auto", None, "htdemucs") == "repet"
-    assert resolve_method("auto", repo, "htdemucs") == "htdemucs"
-    assert resolve_method("repet", repo, "htdemucs") == "repet"
+    assert resolve_method("auto", None, "htdemucs", tmp_path / "view") == ("repet", None)
+    assert resolve_method("auto", repo, "htdemucs", tmp_path / "view") == ("htdemucs", repo)
+    assert resolve_method("repet", repo, "htdemucs", tmp_path / "view") == ("repet", None)
     with pytest.raises(StageError, match="remove_vocals.model_repo"):
-        resolve_method("htdemucs", tmp_path, "htdemucs")
+        resolve_method("htdemucs", tmp_path, "htdemucs", tmp_path / "view")
+
+
+def test_weights_found_in_the_torch_hub_cache(tmp_path, demucs_repo, monkeypatch):
+    """A hub cache holding htdemucs' checkpoint (named <sig>-<sha256 prefix>.th, as torch.hub stores it)."""
+    import hashlib
+
+    from demucs.pretrained import REMOTE_ROOT
+
+    from vmas.curation.remove_vocals import load_demucs
+
+    repo, original = demucs_repo
+    (sig,) = yaml.safe_load((REMOTE_ROOT / "htdemucs.yaml").read_text())["models"]
+    checkpoints = tmp_path / "torch-home" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    data = (repo / "0123abcd.th").read_bytes()
+    (checkpoints / f"{sig}-{hashlib.sha256(data).hexdigest()[:8]}.th").write_bytes(data)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    method, view = resolve_method("auto", None, "htdemucs", tmp_path / "view")
+    assert method == "htdemucs" and (view / "htdemucs.yaml").is_file()
+    loaded = load_demucs("htdemucs", str(view))
+    inner = loaded.models[0] if hasattr(loaded, "models") else loaded
+    assert all(torch.equal(a, b) for a, b in zip(original.state_dict().values(), inner.state_dict().values()))
 
 
 def test_sdr():
