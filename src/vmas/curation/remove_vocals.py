@@ -19,7 +19,10 @@ when run again on its own output (reference-free, so it works on real data too).
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -118,11 +121,8 @@ def hub_cache_repo(model_name: str, view_dir: Path) -> Path | None:
     (``demucs/remote/<name>.yaml``) is copied into ``view_dir`` beside links to the cached
     ``<sig>-<checksum>.th`` files, and that folder is given to ``get_model(name, repo=view_dir)``.
     """
-    import torch
-    from demucs.pretrained import REMOTE_ROOT
-
-    bag = REMOTE_ROOT / f"{model_name}.yaml"
-    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    bag = Path(importlib.util.find_spec("demucs").origin).parent / "remote" / f"{model_name}.yaml"
+    cache = torch_hub_dir() / "checkpoints"
     if not bag.is_file() or not cache.is_dir():
         return None
     found = [next(iter(sorted(cache.glob(f"{sig}-*.th"))), None) for sig in yaml.safe_load(bag.read_text())["models"]]
@@ -135,6 +135,15 @@ def hub_cache_repo(model_name: str, view_dir: Path) -> Path | None:
         if not link.exists():
             link.symlink_to(checkpoint)
     return view_dir
+
+
+def torch_hub_dir() -> Path:
+    """``torch.hub.get_dir()`` by torch's own rule ($TORCH_HOME/hub, else $XDG_CACHE_HOME/torch/hub),
+    without importing torch: choosing the method must not cost the 450 MB torch takes."""
+    if "torch" in sys.modules:
+        return Path(sys.modules["torch"].hub.get_dir())
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    return Path(os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(cache, "torch")))) / "hub"
 
 
 def resolve_method(method: str, model_repo: Path | None, model_name: str, view_dir: Path) -> tuple[str, Path | None]:

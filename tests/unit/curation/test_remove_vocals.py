@@ -89,3 +89,18 @@ def test_repet_keeps_a_repeating_loop_and_takes_out_a_glide():
     background, foreground = repet_sim(loop + glide, sr)
     assert sdr_db(loop, background) > sdr_db(loop, loop + glide) + 3
     assert np.allclose(background + foreground, loop + glide)
+
+
+def test_hub_dir_follows_torchs_rule_without_importing_torch(tmp_path, monkeypatch):
+    import sys
+
+    from vmas.curation.remove_vocals import torch_hub_dir
+
+    for env in ({"TORCH_HOME": str(tmp_path / "th")}, {"XDG_CACHE_HOME": str(tmp_path / "xdg")}):
+        monkeypatch.delenv("TORCH_HOME", raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        expected = torch.hub.get_dir()
+        with monkeypatch.context() as m:
+            m.delitem(sys.modules, "torch")  # as in a process that never imported it
+            assert str(torch_hub_dir()) == expected
