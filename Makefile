@@ -54,6 +54,7 @@ test-fast: install
 bench: install
 	$(BIN)/python benchmarks/synth.py --out artifacts/benchmarks/synth.json
 	$(BIN)/python benchmarks/curation.py --out artifacts/benchmarks/curation.json
+	$(BIN)/python benchmarks/codec_encode.py --out artifacts/benchmarks/codec_encode.json
 
 clean:
 	rm -rf artifacts .pytest_cache
