@@ -66,10 +66,9 @@ def synth(
     cfg = resolve(config, profile, set_)
     synth_cfg = cfg.synth.model_copy(update={k: v for k, v in {"n": n, "seed": seed}.items() if v is not None})
     report = synthesize_dataset(synth_cfg, out or cfg.paths.data_dir, workers=workers, progress=progress)
-    typer.echo(
-        f"{report.out_dir}: {report.rendered} rendered, {report.skipped} already there; "
-        f"{report.video_seconds:.0f} s of video in {report.wall_seconds:.1f} s ({report.realtime_factor:.1f}x real time)"
-    )
+    speed = (f"; {report.video_seconds:.0f} s of video in {report.wall_seconds:.1f} s "
+             f"({report.realtime_factor:.1f}x real time)") if report.rendered else ""
+    typer.echo(f"{report.out_dir}: {report.rendered} rendered, {report.skipped} already there{speed}")
 
 
 @config_app.command("show")
