@@ -132,6 +132,14 @@ def beats_clip(row: dict, settings: dict) -> list[dict]:
              "flow_method": settings["flow"]}]
 
 
+def warm_up_onsets() -> None:
+    """Compile librosa's onset picking (numba) in this process; see ``Stage.warmup``."""
+    import librosa
+
+    noise = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    librosa.onset.onset_detect(y=noise, sr=16000, units="time")
+
+
 def _settings(cfg, out_dir: Path) -> dict:
     b = cfg.beats
     if b.flow == "raft" and (b.raft_weights is None or not Path(b.raft_weights).is_file()):
@@ -150,4 +158,5 @@ STAGE = Stage(
     settings=_settings,
     input_fields=("id", "source_path", "audio_path", "start_s", "end_s", "key"),
     description="music onsets, optical-flow video beats, and per-token beat weights",
+    warmup=warm_up_onsets,
 )

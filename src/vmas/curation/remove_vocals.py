@@ -33,6 +33,7 @@ import yaml
 from vmas.curation.stage import Stage, StageError
 from vmas.manifest import Manifest, schema_with
 from vmas.media import read_audio, write_wav
+from vmas.synth.dataset import ItemFiles
 
 SCHEMA = schema_with(
     pa.field("path", pa.string()),
@@ -192,8 +193,8 @@ def energy_per_second(x: np.ndarray, sr: int) -> list[float]:
 def reference_stems(source: Path, sr: int) -> tuple[np.ndarray | None, bool | None]:
     """The synthetic set's instrumental stem beside ``source`` (at ``sr``) and whether its vocal stem
     has any sound; ``(None, None)`` for videos without stems."""
-    inst_path = source.with_name(source.stem + ".instrumental.wav")
-    vocal_path = source.with_name(source.stem + ".vocals.wav")
+    stems = ItemFiles.of(source.parent, source.stem)  # the synthetic set's own file naming
+    inst_path, vocal_path = stems.instrumental, stems.vocals
     if not inst_path.is_file():
         return None, None
     reference, _ = read_audio(inst_path, sample_rate=sr)
@@ -264,5 +265,6 @@ STAGE = Stage(
     accepts=lambda row: row.get("error") is None and bool(row.get("kept")),
     input_fields=("id", "path", "key"),
     description="separate vocals out (Demucs htdemucs, or REPET-SIM without weights); keep the instrumental",
+    warmup=lambda: repet_sim(np.random.default_rng(0).standard_normal(8000).astype(np.float32), 8000),
     extra={"summarize": summarize},
 )

@@ -122,6 +122,8 @@ def run_stage(name: str, cfg: Config, workers: int = 1, chunk_size: int = 16, pr
             yield row, key
 
     bar = tqdm(desc=name, unit="row", disable=not progress)
+    if workers > 1 and stage.warmup is not None:
+        stage.warmup()
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
         for chunk in _batched(todo(), chunk_size * max(workers, 1)):

@@ -29,6 +29,9 @@ class Stage:
     accepts: Callable[[dict], bool] = lambda row: row.get("error") is None
     input_fields: tuple[str, ...] = ("id",)
     version: int = 1  # bump when the stage's code changes its results
+    # Run once in the parent before worker processes fork: JIT-compile what the workers use
+    # (librosa's numba functions), so they inherit it instead of racing to write numba's disk cache.
+    warmup: Callable[[], None] | None = None
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
