@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import soundfile as sf
 
+from vmas.curation.remove_vocals import residual_vocal_db
 from vmas.curation.stage import RowError, Stage
 from vmas.manifest import schema_with
 from vmas.media import write_mp4, write_wav
@@ -83,7 +84,7 @@ def clip_video(row: dict, settings: dict) -> list[dict]:
         window = slice(int(np.floor(start)), int(np.ceil(start + seconds)))
         residual_db = None
         if residual.size and mix_energy.size:
-            residual_db = float(10 * np.log10(max(residual[window].sum(), 1e-12) / max(mix_energy[window].sum(), 1e-12)))
+            residual_db = residual_vocal_db(residual[window], mix_energy[window])
         rows.append({"id": f"{row['id']}/{k:04d}", "video_id": row["id"], "source_path": source, "start_s": start,
                      "end_s": start + seconds, "video_path": str(out_dir / f"{name}.mp4"),
                      "audio_path": str(out_dir / f"{name}.wav"), "fps": fps, "frames": n_frames, "size": size,

@@ -151,5 +151,5 @@ STAGE = Stage(
     settings=_settings,
     input_fields=("id", "path", "key"),
     description="drop static and slideshow videos by mean pairwise frame similarity",
-    extra={"summarize": summarize},
+    summarize=summarize,
 )

@@ -184,6 +184,11 @@ def sdr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     return float(10 * np.log10(max(np.sum(ref**2), 1e-12) / max(np.sum((ref - est) ** 2), 1e-12)))
 
 
+def residual_vocal_db(residual_energy, mixture_energy) -> float:
+    """Residual vocal energy relative to the mixture's, in dB, over the same seconds."""
+    return float(10 * np.log10(max(float(np.sum(residual_energy)), 1e-12) / max(float(np.sum(mixture_energy)), 1e-12)))
+
+
 def energy_per_second(x: np.ndarray, sr: int) -> list[float]:
     n = int(np.ceil(len(x) / sr))
     padded = np.pad(x.astype(np.float64), (0, n * sr - len(x)))
@@ -228,7 +233,7 @@ def remove_vocals_video(row: dict, settings: dict) -> list[dict]:
         "reference_has_vocals": has_vocals,
         "mixture_energy": mix_energy,
         "residual_vocal_energy": residual_energy,
-        "residual_vocal_db": float(10 * np.log10(max(sum(residual_energy), 1e-12) / max(sum(mix_energy), 1e-12))),
+        "residual_vocal_db": residual_vocal_db(residual_energy, mix_energy),
     }]
 
 
@@ -266,5 +271,5 @@ STAGE = Stage(
     input_fields=("id", "path", "key"),
     description="separate vocals out (Demucs htdemucs, or REPET-SIM without weights); keep the instrumental",
     warmup=lambda: repet_sim(np.random.default_rng(0).standard_normal(8000).astype(np.float32), 8000),
-    extra={"summarize": summarize},
+    summarize=summarize,
 )

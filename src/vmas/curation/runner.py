@@ -141,8 +141,8 @@ def run_stage(name: str, cfg: Config, workers: int = 1, chunk_size: int = 16, pr
     out.compact(keep_inputs=current if limit is None else None)
     _summarize(out, report)
     report.seconds = round(time.perf_counter() - started, 3)
-    if stage.extra.get("summarize"):
-        report.extra = stage.extra["summarize"](out, settings)
+    if stage.summarize is not None:
+        report.extra = stage.summarize(out, settings)
     atomic_write_json(summary_path(cfg, name), report.as_dict())
     log.info("%s: %d processed, %d already done, %d rows, %d errors", name, report.processed, report.skipped,
              report.rows, report.errors, extra={"fields": {"seconds": report.seconds, **report.errors_by_reason}})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,7 +33,8 @@ class Stage:
     # (librosa's numba functions), so they inherit it instead of racing to write numba's disk cache.
     warmup: Callable[[], None] | None = None
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Dataset-level numbers for the stage's summary JSON (e.g. mean similarity), from its manifest.
+    summarize: Callable[[Any, dict], dict] | None = None
 
 
 class StageError(RuntimeError):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -175,6 +174,3 @@ def _write_index(cfg: SynthConfig, out_dir: Path, plans: list[ItemPlan]) -> None
                    "has_vocals": p.has_vocals, "duration_s": p.duration_s} for p in plans],
     })
 
-
-def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
