@@ -39,10 +39,14 @@ demo: install
 	$(BIN)/dvc add --quiet data
 	$(BIN)/dvc push --quiet
 	$(BIN)/vmas curate --workers 2 --no-progress
+	$(BIN)/vmas train --no-progress
 	@echo
 	@echo "Embedded data: $$(ls data/*.mp4 | wc -l) videos in data/ (ground truth in data/*.truth.json),"
 	@echo "tracked by DVC in data.dvc and pushed to the local remote .dvc-storage/."
 	@echo "Curation manifests (Parquet) and summaries: artifacts/manifests/; clips: artifacts/clip/."
+	@echo "Demo codec, its held-out report and plots: artifacts/train_codec/ (runs in MLflow: artifacts/mlflow.db)."
+	@echo "Training set (codes + beat weights per clip): artifacts/tokenize/, indexed by artifacts/manifests/tokenize/."
+	@echo "VMAs model: artifacts/train/model.pt (checkpoints, curves, report beside it); all runs: mlflow ui --backend-store-uri sqlite:///artifacts/mlflow.db"
 	@echo "Active profile: params.yaml ($$($(BIN)/vmas config show | head -1))."
 
 test: install
@@ -55,6 +59,8 @@ bench: install
 	$(BIN)/python benchmarks/synth.py --out artifacts/benchmarks/synth.json
 	$(BIN)/python benchmarks/curation.py --out artifacts/benchmarks/curation.json
 	$(BIN)/python benchmarks/codec_encode.py --out artifacts/benchmarks/codec_encode.json
+	$(BIN)/python benchmarks/tokenize.py --out artifacts/benchmarks/tokenize.json
+	$(BIN)/python benchmarks/train_step.py --out artifacts/benchmarks/train_step.json
 
 clean:
 	rm -rf artifacts .pytest_cache

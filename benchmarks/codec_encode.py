@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from vmas.codec import Codec, build_encodec, encodec_xp_config
+from vmas.io import atomic_write_json
 
 
 def measure(codec: Codec, device: str, seconds: float, batch: int, repeats: int) -> dict:
@@ -52,8 +53,7 @@ def main() -> None:
         results.append(measure(codec, device, args.seconds, args.batch, args.repeats))
     out = {"benchmark": "codec_encode", "model": "EnCodec 32 kHz shape (random weights)",
            "torch_threads": torch.get_num_threads(), "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    atomic_write_json(args.out, out)
     print(json.dumps(out, indent=2))
 
 

@@ -61,8 +61,9 @@ def main() -> None:
     videos = next(r["rows"] for r in results if r["stage"] == "probe")
     result = {"benchmark": "curation", "profile": "demo", "videos": videos, "workers": 1, "stages": results,
               "note": "rows are videos for ingest/probe/filter_static/remove_vocals, clips for clip-level stages"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    from vmas.io import atomic_write_json
+
+    atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from vmas.config import load_config
 from vmas.synth import synthesize_dataset
 from vmas.synth.verify import measure_set
+from vmas.io import atomic_write_json
 
 
 def main() -> None:
@@ -49,8 +50,7 @@ def main() -> None:
         "measure_seconds": round(measure_s, 2),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))
 
 

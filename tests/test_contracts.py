@@ -34,4 +34,4 @@ def test_every_stage_is_named_the_same_in_module_registry_and_cli():
         assert importlib.import_module(f"vmas.curation.{name}").STAGE is stage
         assert name in commands, name
         assert stage.upstream is None or stage.upstream in STAGES
-    assert list(STAGES) == ["ingest", "probe", "filter_static", "remove_vocals", "clip", "beats"]
+    assert list(STAGES) == ["ingest", "probe", "filter_static", "remove_vocals", "clip", "beats", "tokenize"]

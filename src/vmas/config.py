@@ -149,6 +149,43 @@ class CodecConfig(_Section):
     frame_rate: PositiveInt = 50
     pretrained: Path | None = Field(default=None, description="local EnCodec checkpoint; None trains a small one")
     channels: PositiveInt = Field(description="SEANet base channels (64 in the released 32 kHz model)")
+    dimension: PositiveInt = Field(default=128, description="latent (codebook) dimension (128 released)")
+    lstm_layers: Annotated[int, Field(ge=0)] = 2
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    train: "CodecTrainConfig"
+    gate: "CodecGateConfig"
+
+
+class CodecTrainConfig(_Section):
+    """Training the demo codec (``vmas train_codec``) when no pretrained one is given."""
+
+    max_steps: PositiveInt
+    batch_size: PositiveInt = 8
+    segment_s: PositiveFloat = 1.0
+    lr: PositiveFloat = 2e-3
+    holdout_share: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.15, description="share of source videos held out for the quality gate (at least one)")
+    l1_weight: Annotated[float, Field(ge=0)] = 0.1
+    msspec_weight: Annotated[float, Field(ge=0)] = 2.0
+    sisnr_weight: Annotated[float, Field(ge=0)] = 0.5
+    commitment_weight: Annotated[float, Field(ge=0)] = 1.0
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
+class CodecGateConfig(_Section):
+    """Held-out reconstruction floors a trained codec must reach before anything tokenizes with it."""
+
+    min_si_snr_db: float
+    max_mel_distance: PositiveFloat
+    min_onset_f: Share
+    onset_tolerance_s: PositiveFloat = 0.05
+
+
+class TrackingConfig(_Section):
+    """MLflow: ``uri`` None means a SQLite store at ``<artifacts_dir>/mlflow.db``, artifacts beside it."""
+
+    uri: str | None = None
+    experiment: str = "vmas"
 
 
 class VideoEncoderConfig(_Section):
@@ -161,6 +198,11 @@ class VideoEncoderConfig(_Section):
     patch_kernel: Triple = (3, 7, 7)
     patch_stride: Triple = (2, 4, 4)
     patch_padding: Triple = (1, 3, 3)
+    mask_unit_size: Triple = Field(default=(1, 8, 8), description="local attention window (tokens) of stage 1")
+    mask_unit_attn: list[bool] = Field(default=[True, True, False, False],
+                                       description="per stage: attend within mask units (else globally)")
+    mlp_ratio: PositiveFloat = 4.0
+    pretrained: Path | None = Field(default=None, description="local Hiera checkpoint (e.g. Hiera-Base 16x224)")
 
     @model_validator(mode="after")
     def _one_stride_per_transition(self) -> "VideoEncoderConfig":
@@ -178,7 +220,9 @@ class MusicDecoderConfig(_Section):
     dim: PositiveInt
     num_layers: PositiveInt
     num_heads: PositiveInt
-    cfg_dropout: Share = 0.1
+    hidden_scale: PositiveInt = 4
+    cfg_dropout: Share = Field(default=0.1, description="share of samples trained without video (for CFG)")
+    pretrained: Path | None = Field(default=None, description="local MusicGen LM state_dict.bin of the same shape")
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> "MusicDecoderConfig":
@@ -190,15 +234,33 @@ class MusicDecoderConfig(_Section):
 class ModelConfig(_Section):
     video_encoder: VideoEncoderConfig
     music_decoder: MusicDecoderConfig
+    contrastive_dim: PositiveInt = 256
+    temperature: PositiveFloat = 0.07
 
 
 class TrainConfig(_Section):
+    """``vmas train``: Lightning over the tokenize manifest. ``contrastive_weight: 0`` and
+    ``beat_weighting: false`` are the paper's two ablations."""
+
     batch_size: PositiveInt
     max_steps: PositiveInt
     lr: PositiveFloat
     contrastive_weight: Annotated[float, Field(ge=0)] = 0.1
     beat_weighting: bool = True
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    precision: Literal["32", "bf16-mixed", "16-mixed", "auto"] = "32"
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    gradient_clip: Annotated[float, Field(ge=0)] = 1.0
+    accumulate_grad_batches: PositiveInt = 1
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = Field(default=0.0, description="0 disables the EMA weights")
+    val_share: Annotated[float, Field(ge=0, lt=1)] = Field(default=0.1, description="share of videos held out")
+    val_every_n_steps: PositiveInt = 100
+    checkpoint_every_n_steps: PositiveInt = 100
+    num_workers: Annotated[int, Field(ge=0)] = 2
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    devices: str = Field(default="auto", description="Lightning devices: auto, a count, or a list like '0,1'")
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    seed: Annotated[int, Field(ge=0)] = 0
 
 
 class Config(_Section):
@@ -217,6 +279,7 @@ class Config(_Section):
     codec: CodecConfig
     model: ModelConfig
     train: TrainConfig
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":

@@ -21,7 +21,8 @@ def run(*args, cwd=None, check=True):
 
 
 @pytest.mark.parametrize("command", [[], ["synth"], ["config"], ["config", "show"], ["config", "check"],
-                                     ["config", "use"], ["config", "profiles"]])
+                                     ["config", "use"], ["config", "profiles"], ["curate"], ["train_codec"],
+                                     ["tokenize"], ["train"]])
 def test_every_command_has_help(command):
     out = run(*command, "--help").stdout
     assert "Usage:" in out and "--help" in out

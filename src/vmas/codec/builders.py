@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import warnings
+from typing import Any, Iterator
 
 SEANET_RATIOS_32KHZ_50HZ = [8, 5, 4, 4]  # hop 640 at 32 kHz = 50 frames/s, as MusicGen's codec
 
@@ -34,9 +36,18 @@ def encodec_xp_config(sample_rate: int = 32000, n_q: int = 4, bins: int = 2048, 
     }
 
 
+@contextlib.contextmanager
+def quiet_weight_norm() -> Iterator[None]:
+    """Silence torch's deprecation notice for ``weight_norm``, which audiocraft's SEANet still uses."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*weight_norm.* is deprecated", category=FutureWarning)
+        yield
+
+
 def build_encodec(xp_cfg: dict[str, Any]):
     """An untrained :class:`audiocraft.models.EncodecModel` from an ``xp.cfg`` dict."""
     from audiocraft.models import builders
     from omegaconf import OmegaConf
 
-    return builders.get_compression_model(OmegaConf.create(xp_cfg))
+    with quiet_weight_norm():
+        return builders.get_compression_model(OmegaConf.create(xp_cfg))

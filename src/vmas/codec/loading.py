@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from vmas.codec.builders import quiet_weight_norm
 from vmas.codec.model import Codec
 
 AUDIOCRAFT_FILE = "compression_state_dict.bin"
@@ -55,7 +56,8 @@ def load_codec(path: str | Path, device: str = "cpu") -> Codec:
         return Codec(_hf_codec(str(package["pretrained"]), device))
     if not {"xp.cfg", "best_state"} <= set(package):
         raise CodecLoadingError(f"{file}: not an audiocraft compression checkpoint (keys: {sorted(package)})")
-    return Codec(load_compression_model(str(file), device=device))
+    with quiet_weight_norm():
+        return Codec(load_compression_model(str(file), device=device))
 
 
 def save_codec(model: torch.nn.Module, xp_cfg: dict, path: str | Path) -> None:

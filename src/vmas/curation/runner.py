@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -124,7 +125,8 @@ def run_stage(name: str, cfg: Config, workers: int = 1, chunk_size: int = 16, pr
     bar = tqdm(desc=name, unit="row", disable=not progress)
     if workers > 1 and stage.warmup is not None:
         stage.warmup()
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(stage.start_method)) \
+        if workers > 1 else None
     try:
         for chunk in _batched(todo(), chunk_size * max(workers, 1)):
             jobs = [(name, row, key, settings) for row, key in chunk]

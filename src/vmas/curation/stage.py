@@ -33,6 +33,9 @@ class Stage:
     # (librosa's numba functions), so they inherit it instead of racing to write numba's disk cache.
     warmup: Callable[[], None] | None = None
     description: str = ""
+    # How worker processes start: "fork" (cheap, inherits the warm-up) unless the parent has run
+    # torch, whose OpenMP thread pool does not survive a fork (the children hang): then "spawn".
+    start_method: str = "fork"
     # Dataset-level numbers for the stage's summary JSON (e.g. mean similarity), from its manifest.
     summarize: Callable[[Any, dict], dict] | None = None
 

@@ -1,0 +1,39 @@
+"""``vmas train``: fit VMAs on the training set; runs under torchrun or a cluster launcher as is."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from vmas.cli.options import ConfigFile, Overrides, Profile, resolve
+
+
+def train_command(
+    resume: Annotated[bool, typer.Option(help="Resume from <artifacts>/train/checkpoints/last.ckpt when present.")] = True,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many steps (default: train.max_steps).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    track: Annotated[bool, typer.Option(help="Log the run to MLflow (tracking.uri).")] = True,
+    config: ConfigFile = None,
+    profile: Profile = None,
+    set_: Overrides = None,
+) -> None:
+    """Train VMAs on the tokenize manifest (beat-weighted CE + contrastive loss), with Lightning.
+
+    Checkpoints go to <artifacts>/train/checkpoints/ and the final weights to
+    <artifacts>/train/model.pt; the run (parameters, the full config, losses, device stats, the
+    DVC data version, curves) is logged to MLflow. Multi-GPU: set train.strategy to ddp or fsdp and
+    launch with torchrun (`torchrun --nproc-per-node 8 -m vmas.cli.main train`).
+    """
+    from vmas.cli.tracking import mlflow_logger
+    from vmas.training.train import train
+
+    cfg = resolve(config, profile, set_)
+    logger = mlflow_logger(cfg, "train", {"stage": "train"}) if track else None
+    report = train(cfg, logger=logger, resume=resume, progress=progress, max_steps=max_steps)
+    typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)

@@ -1,0 +1,1 @@
+"""Datasets over the manifests: the tokenized training set, and video-level splits."""

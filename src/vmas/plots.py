@@ -1,0 +1,71 @@
+"""Figures a person would rather see than read: training curves, spectrograms with onsets.
+
+Every function writes one PNG atomically (matplotlib's Agg backend, no display needed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from vmas.io import atomic_path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def training_curves(history: Sequence[dict], keys: Sequence[str], path: str | Path, title: str = "",
+                    smooth: int = 10) -> Path:
+    """One panel per key of ``history`` rows (``{"step": int, key: float}``): raw values and a running mean."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.0), squeeze=False)
+    steps = np.array([h["step"] for h in history])
+    for ax, key in zip(axes[0], keys):
+        values = np.array([h[key] for h in history], dtype=float)
+        ax.plot(steps, values, color="0.75", lw=0.8)
+        if len(values) >= smooth:
+            ax.plot(steps[smooth - 1:], np.convolve(values, np.ones(smooth) / smooth, mode="valid"), lw=1.6)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, y=1.04)
+    return _save(fig, path)
+
+
+def spectrogram_pair(original: np.ndarray, decoded: np.ndarray, sample_rate: int, path: str | Path,
+                     onsets: tuple[np.ndarray, np.ndarray] | None = None, title: str = "") -> Path:
+    """Log-mel spectrograms of an original and its reconstruction, one above the other, onsets marked."""
+    import librosa
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+    for i, (ax, audio, name) in enumerate(zip(axes, (original, decoded), ("original", "decoded"))):
+        mel = librosa.feature.melspectrogram(y=np.asarray(audio, dtype=np.float32), sr=sample_rate, n_mels=80)
+        db = librosa.power_to_db(mel, ref=np.max, top_db=80)
+        ax.imshow(db, origin="lower", aspect="auto", cmap="magma",
+                  extent=(0, len(audio) / sample_rate, 0, db.shape[0]))
+        if onsets is not None:
+            for t in onsets[i]:
+                ax.axvline(t, color="cyan", lw=0.8, alpha=0.8)
+        ax.set_ylabel(f"{name}\nmel bin")
+    axes[-1].set_xlabel("seconds" + ("  (lines: onsets)" if onsets is not None else ""))
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

@@ -1,0 +1,1 @@
+"""Lightning training of VMAs: the LightningModule and the train entry point."""

@@ -1,0 +1,67 @@
+"""The curated tiny set, shared by the curation and the codec/token end-to-end tests."""
+
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from vmas.config import load_config
+from vmas.curation import STAGES
+from vmas.curation.ingest import ingest
+from vmas.curation.runner import manifest_dir, run_stage
+from vmas.media import write_mp4
+
+
+def _bad_files(folder: Path, good: Path) -> dict[str, str]:
+    """The broken inputs of the issue, each with the reason tag it must get."""
+    folder.mkdir()
+    data = good.read_bytes()
+    (folder / "corrupt.mp4").write_bytes(data[:48] + bytes(4000) + data[4048 : len(data) // 3])
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "notes.mp4").write_text("this is a text file renamed to mp4\n")
+    write_mp4(folder / "silent.mp4", [np.zeros((64, 64, 3), np.uint8)] * 30, 25)
+    with av.open(str(folder / "audio_only.mp4"), "w") as c:
+        s = c.add_stream("aac", rate=32000, layout="mono")
+        for i in range(20):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts = 32000, i * 1024
+            c.mux(s.encode(f))
+        c.mux(s.encode(None))
+    return {"corrupt.mp4": "unreadable", "empty.mp4": "empty", "notes.mp4": "unreadable",
+            "silent.mp4": "no_audio", "audio_only.mp4": "no_video"}
+
+
+@pytest.fixture(scope="session")
+def curated(tiny_set, tmp_path_factory, repo):
+    root = tmp_path_factory.mktemp("curation")
+    raw = root / "raw"
+    shutil.copytree(tiny_set, raw / "synth")
+    expected_errors = _bad_files(raw / "bad", next((raw / "synth").glob("*.mp4")))
+    cfg = load_config(repo / "configs" / "demo.yaml", overrides=[f"paths.artifacts_dir={root / 'artifacts'}"])
+    counts = ingest(cfg, manifest_dir(cfg, "ingest"), [raw], progress=False)
+    curation = [n for n, s in STAGES.items() if s.process is not None and n != "tokenize"]
+    reports = {name: run_stage(name, cfg, workers=2, progress=False) for name in curation}
+    return cfg, raw, counts, reports, expected_errors
+
+
+@pytest.fixture(scope="session")
+def demo_pipeline(tmp_path_factory, repo):
+    """The demo as `make demo` runs it, with the shipped demo profile: `vmas synth` then `vmas curate`
+    (curation, the demo codec's training and gate, tokenize), as subprocesses, in a fresh folder."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("demo")
+    sets = ["--set", f"paths.data_dir={root / 'data'}", "--set", f"paths.artifacts_dir={root / 'artifacts'}"]
+    vmas = shutil.which("vmas") or str(Path(sys.executable).parent / "vmas")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false"}
+    for args in (["synth", "--workers", "2", "--no-progress"], ["curate", "--workers", "2", "--no-progress"]):
+        result = subprocess.run([vmas, *args, "--config", str(repo / "configs" / "demo.yaml"), *sets], cwd=root,
+                                capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+    cfg = load_config(repo / "configs" / "demo.yaml", overrides=[f"paths.data_dir={root / 'data'}",
+                                                                 f"paths.artifacts_dir={root / 'artifacts'}"])
+    return cfg, result.stdout

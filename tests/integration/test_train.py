@@ -1,0 +1,71 @@
+"""`vmas train` on the embedded demo's tokens, as a user runs it: a checkpoint, weights, an MLflow run, resume."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from vmas.cli.tracking import tracking_uri
+from vmas.training.train import model_path, output_dir
+
+pytestmark = pytest.mark.slow
+
+
+def _train(cfg, repo, *args):
+    vmas = shutil.which("vmas") or str(Path(sys.executable).parent / "vmas")
+    sets = ["--set", f"paths.data_dir={cfg.paths.data_dir}", "--set", f"paths.artifacts_dir={cfg.paths.artifacts_dir}"]
+    result = subprocess.run([vmas, "train", "--no-progress", *args, "--config", str(repo / "configs" / "demo.yaml"),
+                             *sets], capture_output=True, text=True, cwd=Path(cfg.paths.artifacts_dir).parent,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout[result.stdout.index("{"):])
+
+
+@pytest.fixture(scope="module")
+def trained(demo_pipeline, repo):
+    cfg, _ = demo_pipeline
+    first = _train(cfg, repo, "--max-steps", "12", "--set", "train.val_every_n_steps=6",
+                   "--set", "train.checkpoint_every_n_steps=6")
+    first["history"] = json.loads((output_dir(cfg) / "report.json").read_text())["history"]  # not printed
+    return cfg, first
+
+
+def test_train_leaves_weights_checkpoints_and_curves(trained):
+    cfg, report = trained
+    assert report["steps"] == 12 and report["train_clips"] > report["val_clips"] > 0
+    package = torch.load(model_path(cfg), weights_only=False)
+    assert package["codec_sha256"] == report["codec_sha256"] and package["config"]["profile"] == "demo"
+    checkpoints = {p.name for p in (output_dir(cfg) / "checkpoints").iterdir()}
+    assert {"last.ckpt", "step-6.ckpt", "step-12.ckpt"} <= checkpoints
+    assert (output_dir(cfg) / "training_curves.png").is_file() and (output_dir(cfg) / "validation_curves.png").is_file()
+    assert all(torch.isfinite(torch.tensor(r["train/loss"])) for r in report["history"] if "train/loss" in r)
+
+
+def test_the_run_is_in_mlflow_with_config_metrics_and_device_stats(trained):
+    cfg, report = trained
+    client = mlflow.tracking.MlflowClient(tracking_uri(cfg))
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.mlflow.runName = 'train'")
+    run = runs[-1]  # the first (oldest) train run
+    assert run.data.params["model.music_decoder.dim"] == str(cfg.model.music_decoder.dim)
+    assert run.data.params["train.contrastive_weight"] == str(cfg.train.contrastive_weight)
+    assert run.data.tags["codec_sha256"] == report["codec_sha256"]
+    assert "val/ce" in run.data.metrics and "train/loss" in run.data.metrics
+    assert any(k.startswith("DeviceStatsMonitor") or "cpu_percent" in k for k in run.data.metrics), run.data.metrics
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "train")}
+    assert "train/training_curves.png" in logged and "train/report.json" in logged
+
+
+def test_a_second_run_resumes_from_the_last_checkpoint(trained, repo):
+    cfg, first = trained
+    second = _train(cfg, repo, "--max-steps", "14", "--set", "train.val_every_n_steps=6",
+                    "--set", "train.checkpoint_every_n_steps=6")
+    assert second["resumed_from"].endswith("last.ckpt") and second["steps"] == 14
+    history = json.loads((output_dir(cfg) / "report.json").read_text())["history"]
+    assert [r["step"] for r in history if "train/loss" in r] == [13, 14]

@@ -1,0 +1,151 @@
+"""VMAs training on a few synthetic token clips with tiny models: learning, exact resume, ablations."""
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from vmas.codec import build_encodec, encodec_xp_config, save_codec
+from vmas.config import load_config
+from vmas.curation import STAGES
+from vmas.curation.runner import manifest_dir
+from vmas.curation.tokenize import file_sha256
+from vmas.manifest import Manifest
+from vmas.media import write_mp4
+from vmas.models.builders import build_vmas
+from vmas.training.module import LossSettings, VMAsTraining, warmup_cosine
+from vmas.training.train import model_path, train
+
+CARD = 32
+TINY = ["codec.cardinality=32", "model.music_decoder.dim=32", "model.music_decoder.num_layers=2",
+        "model.music_decoder.num_heads=2", "model.video_encoder.embed_dim=8", "model.contrastive_dim=16",
+        "train.batch_size=4", "train.num_workers=0", "train.val_share=0", "train.ema_decay=0",
+        "train.warmup_steps=2", "train.lr=0.003", "train.accelerator=cpu"]
+
+
+@pytest.fixture
+def token_set(tmp_path, repo):
+    """6 clips (3 videos x 2) of patterned codes, beat weights and 16-frame 64 px training videos."""
+    cfg = load_config(repo / "configs" / "demo.yaml",
+                      overrides=[f"paths.artifacts_dir={tmp_path / 'artifacts'}", *TINY])
+    torch.manual_seed(0)
+    xp = encodec_xp_config(n_filters=2, dimension=16, lstm=0, bins=CARD)
+    codec_file = tmp_path / "codec.bin"
+    save_codec(build_encodec(xp), xp, codec_file)
+    cfg = cfg.model_copy(update={"codec": cfg.codec.model_copy(update={"pretrained": codec_file})})
+    rng = np.random.default_rng(0)
+    rows = []
+    for v in range(3):
+        for k in range(2):
+            cid, i = f"video{v}/{k:04d}", 2 * v + k
+            codes = (np.arange(200)[None, :] * (i + 1) + np.arange(4)[:, None] * 5 + i) % CARD
+            weights = np.where(rng.random(200) < 0.2, 1.0, 0.5).astype(np.float32)
+            tokens = tmp_path / f"v{v}-{k}.npz"
+            np.savez(tokens, codes=codes.astype(np.int16), beat_weights=weights)
+            frames = [np.full((64, 64, 3), (40 * i + 10 * f) % 255, np.uint8) for f in range(16)]
+            write_mp4(tmp_path / f"v{v}-{k}.mp4", frames, 4.0)
+            rows.append({"id": cid, "input_id": cid, "key": "k", "error": None, "video_id": f"video{v}",
+                         "video_path": str(tmp_path / f"v{v}-{k}.mp4"), "audio_path": "", "tokens_path": str(tokens),
+                         "num_codebooks": 4, "num_steps": 200, "token_rate": 50, "beat_weights": weights.tolist(),
+                         "codec_sha256": file_sha256(codec_file)})
+    Manifest(manifest_dir(cfg, "tokenize"), STAGES["tokenize"].schema).append(rows)
+    return cfg
+
+
+def _with(cfg, **train):
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update=train)})
+
+
+def test_warmup_then_cosine():
+    assert warmup_cosine(0, 4, 100, 0.1) == pytest.approx(0.25)
+    assert warmup_cosine(3, 4, 100, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine(100, 4, 100, 0.1) == pytest.approx(0.1)
+
+
+def test_loss_falls_when_overfitting_a_few_clips(token_set):
+    cfg = _with(token_set, max_steps=60, checkpoint_every_n_steps=60)
+    report = train(cfg, progress=False)
+    losses = [r["train/ce"] for r in report["history"] if "train/ce" in r]
+    assert len(losses) == 60 and np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
+    package = torch.load(model_path(cfg), weights_only=False)
+    assert package["config"]["model"]["music_decoder"]["dim"] == 32 and "codebooks" in package["state_dict"]
+    assert (model_path(cfg).parent / "training_curves.png").is_file()
+    assert (model_path(cfg).parent / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_resume_takes_exactly_the_steps_an_uninterrupted_run_takes(token_set, tmp_path):
+    straight = _with(token_set, max_steps=6, checkpoint_every_n_steps=3, ema_decay=0.9)
+    whole = train(straight, progress=False, resume=False)
+    resumed_cfg = straight.model_copy(update={"paths": straight.paths.model_copy(
+        update={"artifacts_dir": tmp_path / "resumed"})})
+    import shutil
+
+    shutil.copytree(manifest_dir(straight, "tokenize"), manifest_dir(resumed_cfg, "tokenize"))
+    train(resumed_cfg, progress=False, max_steps=3)  # a partial run: stops at step 3, like a killed one
+    second = train(resumed_cfg, progress=False)  # finds last.ckpt (step 3) and goes on to 6
+    assert second["resumed_from"] and second["steps"] == 6
+    expected = {r["step"]: r["train/loss"] for r in whole["history"] if "train/loss" in r}
+    got = {r["step"]: r["train/loss"] for r in second["history"] if "train/loss" in r}
+    assert sorted(got) == [4, 5, 6]
+    for step in got:
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), (step, got, expected)
+    a = torch.load(model_path(straight), weights_only=False)["state_dict"]
+    b = torch.load(model_path(resumed_cfg), weights_only=False)["state_dict"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)  # EMA weights too
+
+
+class _Batch:
+    @staticmethod
+    def of(cfg):
+        torch.manual_seed(3)
+        codes = torch.randint(0, CARD, (3, 4, 40))
+        weights = torch.full((3, 40), 0.5)
+        weights[:, ::7] = 1.0
+        return {"codes": codes, "beat_weights": weights, "frames": torch.randn(3, 3, 16, 64, 64)}
+
+
+def _module(cfg, **losses):
+    torch.manual_seed(0)
+    model = build_vmas(cfg, torch.randn(4, CARD, 16))
+    return VMAsTraining(model, LossSettings(**{"beat_weighting": True, "contrastive_weight": 0.1, **losses}))
+
+
+def test_ablation_switches_change_exactly_their_term(token_set):
+    batch = _Batch.of(token_set)
+    keep = torch.ones(3, dtype=torch.bool)
+    full = _module(token_set).losses(batch, keep)
+    assert not torch.allclose(full["ce"], full["ce_plain"])  # beat weights matter here
+    assert torch.allclose(full["loss"], full["ce"] + 0.1 * full["contrastive"]) and full["contrastive"] > 0
+
+    no_beats = _module(token_set, beat_weighting=False).losses(batch, keep)
+    assert torch.allclose(no_beats["ce"], full["ce_plain"]) and torch.allclose(no_beats["contrastive"], full["contrastive"])
+
+    module = _module(token_set, contrastive_weight=0.0)
+    no_contrast = module.losses(batch, keep)
+    assert torch.allclose(no_contrast["loss"], full["ce"]) and no_contrast["contrastive"] == 0
+    no_contrast["loss"].backward()
+    heads = [p.grad for p in (*module.model.music_head.parameters(), *module.model.video_head.parameters())]
+    assert all(g is None or not g.any() for g in heads)  # the contrastive heads get nothing
+
+
+def test_dropped_video_is_the_unconditional_model(token_set):
+    module = _module(token_set).eval()
+    batch = _Batch.of(token_set)
+    dropped = torch.zeros(3, dtype=torch.bool)
+    a = module.model(batch["codes"], batch["frames"], keep=dropped).logits
+    b = module.model(batch["codes"], torch.randn_like(batch["frames"]), keep=dropped).logits
+    assert torch.equal(a.nan_to_num(), b.nan_to_num())  # no video information gets through
+
+
+class _Recorder(Callback):
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_end(self, trainer, *args):
+        self.steps.append(trainer.global_step)
+
+
+def test_extra_callbacks_are_called(token_set):
+    recorder = _Recorder()
+    train(_with(token_set, max_steps=2), progress=False, callbacks=[recorder])
+    assert recorder.steps == [1, 2]
