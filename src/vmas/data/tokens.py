@@ -72,26 +72,31 @@ class TokenClips(Dataset):
 
 
 class StepSampler(Sampler[int]):
-    """Indices for steps ``start_step ..``: epoch ``e`` is a permutation seeded by ``(seed, e)``.
+    """This rank's indices for optimizer steps ``start_step ..``; epoch ``e`` is a permutation seeded by ``(seed, e)``.
 
-    Index ``j`` of the stream is ``perm(seed, j // n)[j % n]``; a run resumed at optimizer step
-    ``s`` starts at ``j = s x samples_per_step``, so it sees exactly the batches the uninterrupted
-    run would have seen.
+    The global stream is ``j -> perm(seed, j // n)[j % n]``; step ``s`` takes the ``world x
+    samples_per_step`` stream items from ``j = s x world x samples_per_step``, and rank ``r`` the
+    ``r``-th run of ``samples_per_step`` of them. A run resumed at step ``s`` with the same number of
+    ranks sees exactly the batches the uninterrupted run would have seen.
     """
 
-    def __init__(self, n: int, samples_per_step: int, total_steps: int, start_step: int = 0, seed: int = 0):
+    def __init__(self, n: int, samples_per_step: int, total_steps: int, start_step: int = 0, seed: int = 0,
+                 rank: int = 0, world: int = 1):
         self.n, self.per_step, self.total, self.start, self.seed = n, samples_per_step, total_steps, start_step, seed
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
         return max(self.total - self.start, 0) * self.per_step
 
     def __iter__(self) -> Iterator[int]:
         cache: dict[int, np.ndarray] = {}
-        for j in range(self.start * self.per_step, self.total * self.per_step):
-            epoch = j // self.n
-            if epoch not in cache:
-                cache = {epoch: np.random.default_rng((self.seed, epoch)).permutation(self.n)}
-            yield int(cache[epoch][j % self.n])
+        for step in range(self.start, self.total):
+            first = (step * self.world + self.rank) * self.per_step
+            for j in range(first, first + self.per_step):
+                epoch = j // self.n
+                if epoch not in cache:
+                    cache = {epoch: np.random.default_rng((self.seed, epoch)).permutation(self.n)}
+                yield int(cache[epoch][j % self.n])
 
 
 @dataclass
@@ -108,7 +113,8 @@ class DataSettings:
 
 
 class TokenDataModule(L.LightningDataModule):
-    """Train/validation split by source video; the train loader is step-indexed for exact resume."""
+    """Train/validation split by source video; the train loader is step-indexed for exact resume and
+    sharded over ranks by :class:`StepSampler` itself (so Lightning must not add a distributed sampler)."""
 
     def __init__(self, settings: DataSettings):
         super().__init__()
@@ -132,9 +138,11 @@ class TokenDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         s = self.settings
-        start = int(self.trainer.global_step) if self.trainer is not None else 0
+        trainer = self.trainer
+        start = int(trainer.global_step) if trainer is not None else 0
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         per_step = s.batch_size * s.accumulate
-        sampler = StepSampler(len(self.train_rows), per_step, s.max_steps, start, s.seed)
+        sampler = StepSampler(len(self.train_rows), per_step, s.max_steps, start, s.seed, rank, world)
         return self._loader(TokenClips(self.train_rows, s.frames, s.size), sampler, s.batch_size)
 
     def val_dataloader(self) -> DataLoader | list:

@@ -124,7 +124,7 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
         callbacks=callbacks, enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         val_check_interval=min(t.val_every_n_steps * t.accumulate_grad_batches, batches),
         check_val_every_n_epoch=None, log_every_n_steps=min(10, steps), default_root_dir=str(out),
-        use_distributed_sampler=True, limit_val_batches=1.0 if data.val_rows else 0)
+        use_distributed_sampler=False, limit_val_batches=1.0 if data.val_rows else 0)
     if logger is not None:
         logger.log_hyperparams(flatten(cfg.model_dump(mode="json")))
         set_tags(logger, {"dvc.data_md5": dvc_data_version(), "codec_sha256": codec_sha, "stage": NAME,

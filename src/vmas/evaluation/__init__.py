@@ -1,0 +1,1 @@
+"""Evaluation of generated music: metrics (each one tested function), reports, the model registry."""
