@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback, DeviceStatsMonitor, EMAWeightA
 
 from vmas.config import Config
 from vmas.curation.stage import StageError
-from vmas.data.tokens import DataSettings, TokenDataModule, read_index
+from vmas.data.tokens import DataSettings, TokenDataModule
 from vmas.io import atomic_path, atomic_write_json
 from vmas.models.builders import build_vmas
 from vmas.run_logging import dvc_data_version, flatten, log_artifacts, set_tags
@@ -91,7 +91,6 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
     L.seed_everything(t.seed, workers=True, verbose=False)
     codec_path, codec = codec_for_training(cfg)
     codec_sha = file_sha256(codec_path)
-    index = read_index(manifest_dir(cfg, "tokenize"))
     stale = {r["codec_sha256"] for r in _codec_hashes(manifest_dir(cfg, "tokenize")) if r["error"] is None} - {codec_sha}
     if stale:
         raise StageError(f"train: some tokens were made with another codec than {codec_path}; run `vmas tokenize`")
@@ -136,7 +135,7 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
     seconds = time.perf_counter() - started
 
     report = {"stage": NAME, "steps": int(trainer.global_step), "train_clips": len(data.train_rows),
-              "val_clips": len(data.val_rows), "clips": len(index), "seconds": round(seconds, 1),
+              "val_clips": len(data.val_rows), "clips": len(data.train_rows) + len(data.val_rows), "seconds": round(seconds, 1),
               "parameters": sum(p.numel() for p in model.parameters()), "codec": str(codec_path),
               "codec_sha256": codec_sha, "resumed_from": ckpt, "ema_decay": t.ema_decay,
               "final": {k: float(v) for k, v in trainer.callback_metrics.items()}, "history": history.rows}

@@ -4,9 +4,10 @@ Runs the real stage (read WAV, encode, write ``.npz``, write the manifest) over 
 synthetic 4 s clips, for the demo codec's size and the released 32 kHz size. Speed depends on
 the architecture, not the weights, so randomly initialised codecs saved in audiocraft's format
 (given as ``codec.pretrained``) stand in. CPU with 1 and 2 worker processes; CUDA too when there
-is a GPU (one process). Writes JSON.
+is a GPU (one process). Writes JSON. (Not named ``tokenize.py``: a script folder's ``tokenize.py``
+shadows the standard library module of that name for every script run from it.)
 
-    python benchmarks/tokenize.py --out artifacts/benchmarks/tokenize.json
+    python benchmarks/tokenize_stage.py --out artifacts/benchmarks/tokenize.json
 """
 
 from __future__ import annotations
