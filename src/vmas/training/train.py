@@ -10,6 +10,7 @@ the environment (``train.strategy: ddp`` or ``fsdp``).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -88,6 +89,12 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
     steps = min(max_steps or t.max_steps, t.max_steps)
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
+    last = out / "checkpoints" / "last.ckpt"
+    ckpt = str(last) if resume and last.is_file() else None
+    done = _checkpoint_step(last) if ckpt else 0
+    if done >= steps and model_path(cfg).is_file() and (out / "report.json").is_file():
+        log.info("train: %s is already at step %d of %d; nothing to do", last, done, steps)
+        return json.loads((out / "report.json").read_text())
     L.seed_everything(t.seed, workers=True, verbose=False)
     codec_path, codec = codec_for_training(cfg)
     codec_sha = file_sha256(codec_path)
@@ -110,11 +117,6 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
         callbacks.append(EMAWeightAveraging(decay=t.ema_decay))
     if logger is not None:
         callbacks.append(DeviceStatsMonitor(cpu_stats=True))
-    last = out / "checkpoints" / "last.ckpt"
-    ckpt = str(last) if resume and last.is_file() else None
-    done = _checkpoint_step(last) if ckpt else 0
-    if done >= steps:
-        log.info("train: %s is already at step %d of %d; nothing to do", last, done, steps)
     batches = max(steps - done, 1) * t.accumulate_grad_batches  # what the resumed loader still yields
     trainer = L.Trainer(
         max_steps=steps, accelerator=t.accelerator, devices=_devices(t.devices), strategy=t.strategy,

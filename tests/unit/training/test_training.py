@@ -71,6 +71,9 @@ def test_loss_falls_when_overfitting_a_few_clips(token_set):
     assert package["config"]["model"]["music_decoder"]["dim"] == 32 and "codebooks" in package["state_dict"]
     assert (model_path(cfg).parent / "training_curves.png").is_file()
     assert (model_path(cfg).parent / "checkpoints" / "last.ckpt").is_file()
+    mtime = model_path(cfg).stat().st_mtime_ns
+    assert train(cfg, progress=False)["steps"] == 60  # already done: nothing trained, nothing rewritten
+    assert model_path(cfg).stat().st_mtime_ns == mtime
 
 
 def test_resume_takes_exactly_the_steps_an_uninterrupted_run_takes(token_set, tmp_path):
