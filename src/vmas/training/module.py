@@ -66,17 +66,22 @@ class VMAsTraining(L.LightningModule):
         terms["loss"] = terms["ce"] + s.contrastive_weight * terms["contrastive"]
         return terms
 
-    def _cfg_keep(self, batch_size: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.global_step))
+    def _step_seed(self, batch_idx: int) -> int:
+        """A seed for this micro-batch: (seed, optimizer step, position within the accumulation)."""
+        accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
+        return (self.seed * 1_000_003 + int(self.global_step)) * 64 + batch_idx % accumulate
+
+    def _cfg_keep(self, batch_size: int, batch_idx: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self._step_seed(batch_idx))
         keep = torch.rand(batch_size, generator=generator) >= self.model.cfg_dropout
         return keep.to(self.device)
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         # All randomness of a step (dropout, CFG) is a function of (seed, step): resuming is exact.
-        torch.manual_seed(self.seed * 1_000_003 + int(self.global_step))
+        torch.manual_seed(self._step_seed(batch_idx))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        terms = self.losses(batch, self._cfg_keep(batch["codes"].shape[0]))
+        terms = self.losses(batch, self._cfg_keep(batch["codes"].shape[0], batch_idx))
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True, prog_bar=False,
                       batch_size=batch["codes"].shape[0], sync_dist=False)
         self.log("train/tokens", float(batch["codes"].numel()), on_step=True, reduce_fx="sum",
