@@ -40,13 +40,18 @@ demo: install
 	$(BIN)/dvc push --quiet
 	$(BIN)/vmas curate --workers 2 --no-progress
 	$(BIN)/vmas train --no-progress
+	$(BIN)/vmas evaluate --no-progress
+	$(BIN)/vmas register
 	@echo
 	@echo "Embedded data: $$(ls data/*.mp4 | wc -l) videos in data/ (ground truth in data/*.truth.json),"
 	@echo "tracked by DVC in data.dvc and pushed to the local remote .dvc-storage/."
 	@echo "Curation manifests (Parquet) and summaries: artifacts/manifests/; clips: artifacts/clip/."
 	@echo "Demo codec, its held-out report and plots: artifacts/train_codec/ (runs in MLflow: artifacts/mlflow.db)."
 	@echo "Training set (codes + beat weights per clip): artifacts/tokenize/, indexed by artifacts/manifests/tokenize/."
-	@echo "VMAs model: artifacts/train/model.pt (checkpoints, curves, report beside it); all runs: mlflow ui --backend-store-uri sqlite:///artifacts/mlflow.db"
+	@echo "VMAs model: artifacts/train/model.pt (checkpoints, curves, report beside it)."
+	@echo "Evaluation on held-out videos: artifacts/evaluate/report.html (metrics.json, generated audio/ beside it)."
+	@echo "Registry: $(BIN)/vmas registry show   (the champion: models:/vmas@champion)"
+	@echo "All runs and models: $(BIN)/mlflow ui --backend-store-uri sqlite:///artifacts/mlflow.db"
 	@echo "Active profile: params.yaml ($$($(BIN)/vmas config show | head -1))."
 
 test: install

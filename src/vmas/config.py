@@ -188,6 +188,41 @@ class TrackingConfig(_Section):
     experiment: str = "vmas"
 
 
+class GenerateConfig(_Section):
+    """Sampling settings of ``vmas generate`` and of the music ``vmas evaluate`` generates."""
+
+    guidance: Annotated[float, Field(ge=0)] = Field(default=3.0, description="classifier-free guidance scale")
+    temperature: Annotated[float, Field(ge=0)] = Field(default=1.0, description="0 samples greedily")
+    top_k: Annotated[int, Field(ge=0)] = 250
+    top_p: Share = Field(default=0.0, description="nucleus sampling; > 0 replaces top_k")
+    seed: Annotated[int, Field(ge=0)] = 0
+    batch_size: PositiveInt = 8
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+
+
+class EvaluateConfig(_Section):
+    """``vmas evaluate``: music for the held-out clips (the videos training held out) and its metrics."""
+
+    max_clips: Annotated[int, Field(ge=0)] = Field(default=0, description="0 evaluates every held-out clip")
+    embedding: str = Field(default="musicnn", description="FAD embedding / KL tagger: musicnn (bundled weights) "
+                                                           "or torchscript:<local file>")
+    motion_threshold: Share = Field(default=0.1, description="MV-Align: a video peak must reach this share "
+                                                             "of the clip's largest motion")
+    flow_size: PositiveInt = Field(default=160, description="short side (px) the flow is computed at")
+    report_clips: Annotated[int, Field(ge=0)] = Field(default=4, description="clips plotted in the report")
+
+
+class RegistryConfig(_Section):
+    """MLflow model registry: every evaluated model becomes a version of ``name`` with alias ``challenger``;
+    it becomes ``champion`` when it beats the current one on ``primary_metrics`` (metric -> max|min)."""
+
+    name: str = "vmas"
+    primary_metrics: dict[str, Literal["max", "min"]] = {"mv_align": "max", "fad": "min"}
+    require: Literal["all", "any"] = Field(default="all", description="beat the champion on all or any primary metric")
+    min_improvement: Annotated[float, Field(ge=0)] = Field(default=0.0, description="relative margin a metric must "
+                                                                                    "improve by")
+
+
 class VideoEncoderConfig(_Section):
     """Hiera-style hierarchical ViT; Q-pooling keeps time so the output is one feature per frame pair."""
 
@@ -280,6 +315,9 @@ class Config(_Section):
     model: ModelConfig
     train: TrainConfig
     tracking: TrackingConfig = TrackingConfig()
+    generate: GenerateConfig = GenerateConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":

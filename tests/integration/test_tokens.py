@@ -11,7 +11,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from vmas.cli.tracking import tracking_uri
+from vmas.tracking.runs import tracking_uri
 from vmas.codec import load_codec
 from vmas.codec.train_codec import output_dir, trained_codec_path
 from vmas.curation.runner import manifest_dir, run_stage

@@ -11,7 +11,7 @@ import mlflow
 import pytest
 import torch
 
-from vmas.cli.tracking import tracking_uri
+from vmas.tracking.runs import tracking_uri
 from vmas.training.train import model_path, output_dir
 
 pytestmark = pytest.mark.slow

@@ -73,7 +73,7 @@ def train_codec_command(progress: Progress = True, track: Annotated[bool, typer.
 
 
 def _train_codec(cfg, progress: bool, track: bool) -> dict:
-    from vmas.cli.tracking import mlflow_logger
+    from vmas.tracking.runs import mlflow_logger
     from vmas.codec.train_codec import train_codec
 
     logger = mlflow_logger(cfg, "train_codec", {"stage": "train_codec"}) if track and cfg.codec.pretrained is None \

@@ -26,7 +26,7 @@ def train_command(
     DVC data version, curves) is logged to MLflow. Multi-GPU: set train.strategy to ddp or fsdp and
     launch with torchrun (`torchrun --nproc-per-node 8 -m vmas.cli.main train`).
     """
-    from vmas.cli.tracking import mlflow_logger
+    from vmas.tracking.runs import mlflow_logger
     from vmas.training.train import train
 
     cfg = resolve(config, profile, set_)

@@ -167,11 +167,20 @@ def _devices(setting: str):
 
 
 def save_model(model: torch.nn.Module, cfg: Config, codec_path: Path, codec_sha: str, path: Path) -> None:
-    """The final weights with what is needed to use them: ``{"state_dict", "config", "codec", "codec_sha256"}``."""
+    """The final weights with what is needed to use them: ``{"state_dict", "config", "codec", "codec_sha256"}``.
+
+    Saved through a buffer: ``torch.save`` to a file names the archive after the (temporary) file,
+    so the same weights would hash differently on every save; the registry and ``vmas evaluate``
+    name a model by its file hash.
+    """
+    import io
+
     package = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                "config": cfg.model_dump(mode="json"), "codec": str(codec_path), "codec_sha256": codec_sha}
+    buffer = io.BytesIO()
+    torch.save(package, buffer)
     with atomic_path(path) as tmp:
-        torch.save(package, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def _plot(rows: list[dict], out: Path) -> list[Path]:

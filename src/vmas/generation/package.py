@@ -1,0 +1,67 @@
+"""A trained model as one loadable thing: weights, the config they were trained with, and their codec.
+
+``vmas train`` writes ``model.pt`` = ``{"state_dict", "config", "codec", "codec_sha256"}``; the
+registry packages the same file with the codec beside it. :func:`load_model_package` rebuilds the
+network from the stored config (never from the current one, which may have changed since) and
+checks that the codec is the one the model was trained on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vmas.codec import Codec, load_codec
+from vmas.config import Config
+from vmas.curation.stage import StageError
+from vmas.curation.tokenize import file_sha256
+from vmas.models.builders import build_vmas
+from vmas.models.vmas import VMAs
+
+log = logging.getLogger(__name__)
+
+
+class ModelPackageError(StageError):
+    """A model file that cannot be used (missing, malformed, or paired with the wrong codec)."""
+
+
+@dataclass
+class ModelPackage:
+    model: VMAs  # eval mode, on ``device``
+    codec: Codec
+    config: Config  # the training config
+    path: Path
+    sha256: str  # of the model file: names this exact model in reports and the registry
+    codec_path: Path
+
+
+def load_model_package(path: str | Path, codec_path: str | Path | None = None, device: str = "cpu") -> ModelPackage:
+    """Load ``model.pt`` (or a folder holding it) and its codec (``codec_path``, else the path it records)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise ModelPackageError(f"{path}: no model file (run `vmas train`, or give a registered model)")
+    try:
+        package = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing here
+        raise ModelPackageError(f"{path}: not a vmas model file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(package, dict) or not {"state_dict", "config", "codec"} <= set(package):
+        raise ModelPackageError(f"{path}: not a vmas model file (expected state_dict, config and codec entries)")
+    cfg = Config.model_validate(package["config"])
+    codec_file = Path(codec_path) if codec_path is not None else Path(package["codec"])
+    if not codec_file.exists():
+        raise ModelPackageError(f"{path}: its codec {codec_file} does not exist")
+    expected = package.get("codec_sha256")
+    if expected and file_sha256(codec_file) != expected:
+        raise ModelPackageError(f"{path}: the codec {codec_file} is not the one this model was trained with "
+                                f"(sha256 {expected[:12]}...)")
+    codec = load_codec(codec_file, device=device)
+    model = build_vmas(cfg, codec.codebook_embeddings().cpu(), load_pretrained=False)
+    model.load_state_dict(package["state_dict"])
+    model = model.to(device).eval()
+    log.info("loaded %s (%d parameters, codec %s)", path, sum(p.numel() for p in model.parameters()), codec_file)
+    return ModelPackage(model, codec, cfg, path, file_sha256(path), codec_file)

@@ -1,0 +1,107 @@
+"""`vmas evaluate` and `vmas register` on the demo's trained model, as `make demo` runs them:
+metrics and a report, an MLflow champion with them attached, a loadable package, a listening test."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from vmas.evaluation.evaluate import output_dir
+from vmas.generation.package import load_model_package
+from vmas.generation.sample import SamplingSettings, generate_codes
+from vmas.tracking import registry
+from vmas.tracking.runs import tracking_uri
+
+pytestmark = pytest.mark.slow
+METRICS = {"mv_align", "mv_align_reference", "fad", "kl", "retrieval_r1", "retrieval_r10"}
+
+
+def _vmas(cfg, repo, *args, config=True):
+    vmas = shutil.which("vmas") or str(Path(sys.executable).parent / "vmas")
+    sets = ["--config", str(repo / "configs" / "demo.yaml"), "--set", f"paths.data_dir={cfg.paths.data_dir}",
+            "--set", f"paths.artifacts_dir={cfg.paths.artifacts_dir}"] if config else []
+    result = subprocess.run([vmas, *args, *sets], capture_output=True, text=True,
+                            cwd=Path(cfg.paths.artifacts_dir).parent, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def evaluated(demo_pipeline, repo):
+    cfg, _ = demo_pipeline
+    _vmas(cfg, repo, "train", "--no-progress", "--max-steps", "12")  # a no-op when test_train trained further
+    result = _vmas(cfg, repo, "evaluate", "--no-progress")
+    registered = json.loads(_vmas(cfg, repo, "register").stdout)
+    return cfg, json.loads(result.stdout[result.stdout.index("{"):]), registered
+
+
+def test_evaluate_writes_every_metric_and_a_report(evaluated):
+    cfg, printed, _ = evaluated
+    out = output_dir(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == METRICS and all(math.isfinite(v) for v in metrics.values())
+    assert 0 <= metrics["mv_align"] <= 1 and 0 <= metrics["retrieval_r1"] <= metrics["retrieval_r10"] <= 1
+    result = json.loads((out / "evaluation.json").read_text())
+    assert result["embedding"] == "musicnn-MTT" and result["clips"] == len(result["per_clip"]) >= 2
+    assert all(Path(c["audio"]).is_file() for c in result["per_clip"])
+    assert all((out / f).is_file() for f in result["figures"]) and len(result["figures"]) >= 2
+    page = (out / "report.html").read_text()
+    assert all(f in page for f in result["figures"]) and "mv_align" in page
+
+
+def test_the_champion_holds_the_metrics_report_and_package(evaluated):
+    cfg, _, registered = evaluated
+    assert registered["promoted"] and registered["champion"] == registered["version"]
+    champ = registry.champion(cfg)
+    assert champ["version"] == registered["version"] and {"challenger", "champion"} <= set(champ["aliases"])
+    client = mlflow.MlflowClient(tracking_uri(cfg))
+    run = client.get_run(champ["run_id"])
+    assert METRICS <= set(run.data.metrics) and run.data.tags["stage"] == "evaluate"
+    files = {a.path for a in client.list_artifacts(champ["run_id"], "model")}
+    assert {"model/model.pt", "model/report.html", "model/config.yaml", "model/metrics.json"} <= files
+    assert "evaluate/report.html" in {a.path for a in client.list_artifacts(champ["run_id"], "evaluate")}
+
+
+def test_reruns_do_nothing_new(evaluated, repo):
+    cfg, _, registered = evaluated
+    wav = Path(json.loads((output_dir(cfg) / "evaluation.json").read_text())["per_clip"][0]["audio"])
+    before = wav.stat().st_mtime_ns
+    _vmas(cfg, repo, "evaluate", "--no-progress")
+    again = json.loads(_vmas(cfg, repo, "register").stdout)
+    assert wav.stat().st_mtime_ns == before and again["version"] == registered["version"] and not again["new"]
+    shown = _vmas(cfg, repo, "registry", "show").stdout
+    assert f"v{registered['version']} [challenger, champion]" in shown and "promoted: no champion yet" in shown
+
+
+def test_the_registered_champion_generates(evaluated, tmp_path):
+    cfg, _, _ = evaluated
+    model_file, codec_path = registry.download(cfg, dst=tmp_path)
+    package = load_model_package(model_file, codec_path)
+    frames = torch.zeros(1, 3, cfg.video.frames, cfg.video.size, cfg.video.size)
+    codes = generate_codes(package.model, frames, 10, SamplingSettings(), torch.Generator().manual_seed(0))
+    assert codes.shape == (1, cfg.codec.n_q, 10)
+    assert package.codec.decode(codes).shape[-1] == 10 * cfg.codec.sample_rate // cfg.codec.frame_rate
+
+
+def test_a_listening_test_round_trip(evaluated, repo, tmp_path):
+    cfg, _, _ = evaluated
+    study = tmp_path / "study"
+    _vmas(cfg, repo, "ab", "build", str(study), "--a", str(output_dir(cfg)), config=False)
+    key = json.loads((study / "key.json").read_text())
+    assert (study / "page" / "index.html").is_file() and len(key["pairs"]) >= 2
+    model = next(s for s in key["pairs"]["p001"]["sides"].values() if s != "real music")
+    answers = {pid: {"quality": next(side for side, s in p["sides"].items() if s == "real music"),
+                     "alignment": "tie"} for pid, p in key["pairs"].items()}
+    (tmp_path / "a.json").write_text(json.dumps({"study": key["study"], "rater": "r1", "answers": answers}))
+    scores = json.loads(_vmas(cfg, repo, "ab", "score", str(study / "key.json"), str(tmp_path / "a.json"),
+                              config=False).stdout)
+    assert scores["questions"]["quality"]["systems"]["real music"]["rate"] == 1.0
+    assert scores["questions"]["quality"]["systems"][model]["rate"] == 0.0
+    assert scores["questions"]["alignment"]["systems"][model]["ties"] == len(key["pairs"])

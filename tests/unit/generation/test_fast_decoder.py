@@ -1,0 +1,54 @@
+"""The fast decoder reproduces audiocraft's streamed LMModel, with and without a prompt."""
+
+import pytest
+import torch
+
+from vmas.generation.fast_decoder import FastDecoder
+from vmas.generation.sample import SamplingSettings, generate_codes
+from vmas.models.builders import build_vmas
+
+
+@pytest.fixture(scope="module")
+def model(repo):
+    from vmas.config import load_config
+
+    cfg = load_config(repo / "configs" / "demo.yaml")
+    torch.manual_seed(0)
+    return build_vmas(cfg, torch.randn(4, 2048, cfg.codec.dimension), load_pretrained=False).eval()
+
+
+def _frames(batch=2, seed=0):
+    return torch.randn(batch, 3, 16, 64, 64, generator=torch.Generator().manual_seed(seed))
+
+
+def test_step_logits_match_audiocraft_streaming(model):
+    lm = model.music_decoder
+    cond = model.condition(model.video_encoder(_frames()))
+    tokens = torch.randint(0, 2048, (2, 4, 9), generator=torch.Generator().manual_seed(1))
+    fast = FastDecoder(lm)
+    fast.start(cond, 9)
+    with torch.no_grad(), lm.streaming():
+        for chunk in (tokens[..., :3], *[tokens[..., i : i + 1] for i in range(3, 9)]):  # a 3-step prompt, then steps
+            expected = lm(chunk, conditions=[], condition_tensors=cond)
+            assert torch.allclose(fast.step(chunk), expected, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="past the 9 steps"):
+        fast.step(tokens[..., :1])
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_fast_and_audiocraft_sampling_agree(model, guidance):
+    settings = SamplingSettings(guidance=guidance, temperature=1.0, top_k=50)
+    a = generate_codes(model, _frames(), 30, settings, torch.Generator().manual_seed(3), decoder="fast")
+    b = generate_codes(model, _frames(), 30, settings, torch.Generator().manual_seed(3), decoder="audiocraft")
+    assert torch.equal(a, b)
+
+
+def test_a_prompt_is_kept_and_continued(model):
+    prompt = torch.randint(0, 2048, (2, 4, 12), generator=torch.Generator().manual_seed(4))
+    settings = SamplingSettings(temperature=0.0)
+    out = generate_codes(model, _frames(), 20, settings, prompt=prompt)
+    assert out.shape == (2, 4, 20) and torch.equal(out[..., :12], prompt)
+    ref = generate_codes(model, _frames(), 20, settings, prompt=prompt, decoder="audiocraft")
+    assert torch.equal(out, ref)
+    with pytest.raises(ValueError, match="does not fit"):
+        generate_codes(model, _frames(), 12, settings, prompt=prompt)
