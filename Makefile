@@ -7,6 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# a dynamic electronic video of the embedded set, given music at the end of the demo
+DEMO_VIDEO ?= data/synth-0000-00004.mp4
 
 # No telemetry, no model hub downloads.
 export DVC_NO_ANALYTICS := 1
@@ -42,6 +44,7 @@ demo: install
 	$(BIN)/vmas train --no-progress
 	$(BIN)/vmas evaluate --no-progress
 	$(BIN)/vmas register
+	$(BIN)/vmas generate $(DEMO_VIDEO) -o artifacts/generate --no-progress
 	@echo
 	@echo "Embedded data: $$(ls data/*.mp4 | wc -l) videos in data/ (ground truth in data/*.truth.json),"
 	@echo "tracked by DVC in data.dvc and pushed to the local remote .dvc-storage/."
@@ -52,6 +55,7 @@ demo: install
 	@echo "Evaluation on held-out videos: artifacts/evaluate/report.html (metrics.json, generated audio/ beside it)."
 	@echo "Registry: $(BIN)/vmas registry show   (the champion: models:/vmas@champion)"
 	@echo "All runs and models: $(BIN)/mlflow ui --backend-store-uri sqlite:///artifacts/mlflow.db"
+	@echo "A video with generated music: artifacts/generate/$$(basename $(DEMO_VIDEO)) (WAV and JSON sidecar beside it)."
 	@echo "Active profile: params.yaml ($$($(BIN)/vmas config show | head -1))."
 
 test: install
@@ -66,6 +70,7 @@ bench: install
 	$(BIN)/python benchmarks/codec_encode.py --out artifacts/benchmarks/codec_encode.json
 	$(BIN)/python benchmarks/tokenize_stage.py --out artifacts/benchmarks/tokenize.json
 	$(BIN)/python benchmarks/train_step.py --out artifacts/benchmarks/train_step.json
+	$(BIN)/python benchmarks/generate.py --out artifacts/benchmarks/generate.json
 
 clean:
 	rm -rf artifacts .pytest_cache

@@ -198,6 +198,7 @@ class GenerateConfig(_Section):
     seed: Annotated[int, Field(ge=0)] = 0
     batch_size: PositiveInt = 8
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 on GPUs that have it")
 
 
 class EvaluateConfig(_Section):

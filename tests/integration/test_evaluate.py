@@ -105,3 +105,30 @@ def test_a_listening_test_round_trip(evaluated, repo, tmp_path):
     assert scores["questions"]["quality"]["systems"]["real music"]["rate"] == 1.0
     assert scores["questions"]["quality"]["systems"][model]["rate"] == 0.0
     assert scores["questions"]["alignment"]["systems"][model]["ties"] == len(key["pairs"])
+
+
+def test_vmas_generate_uses_the_champion(evaluated, repo, tmp_path):
+    """`vmas generate` on demo videos (a folder with one broken file in it): the champion by default,
+    variants, every good video done, the broken one named and the command failing."""
+    import av
+
+    cfg, _, registered = evaluated
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    source = sorted(Path(cfg.paths.data_dir).glob("*.mp4"))[3]  # a short dynamic video of the demo set
+    shutil.copy(source, inputs / "clip.mp4")
+    (inputs / "broken.mp4").write_text("not a video")
+    vmas = shutil.which("vmas") or str(Path(sys.executable).parent / "vmas")
+    result = subprocess.run([vmas, "generate", str(inputs), "-o", str(tmp_path / "out"), "--variants", "2",
+                             "--no-progress", "--config", str(repo / "configs" / "demo.yaml"),
+                             "--set", f"paths.artifacts_dir={cfg.paths.artifacts_dir}"],
+                            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2 and "broken.mp4: not a readable media file" in result.stderr, result.stderr[-2000:]
+    sidecars = [json.loads(p.read_text()) for p in sorted((tmp_path / "out").glob("*.json"))]
+    assert [s["variant"] for s in sidecars] == [1, 2] and all(s["model"] == "models:/vmas@champion" for s in sidecars)
+    for s in sidecars:
+        with av.open(s["video"]) as out, av.open(str(inputs / "clip.mp4")) as original:
+            assert [bytes(p) for p in out.demux(out.streams.video[0]) if p.size] == \
+                [bytes(p) for p in original.demux(original.streams.video[0]) if p.size]
+            audio = out.streams.audio[0]
+            assert abs(sum(f.samples for f in out.decode(audio)) / audio.sample_rate - s["duration_s"]) < 0.05

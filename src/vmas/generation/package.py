@@ -38,8 +38,19 @@ class ModelPackage:
     codec_path: Path
 
 
-def load_model_package(path: str | Path, codec_path: str | Path | None = None, device: str = "cpu") -> ModelPackage:
-    """Load ``model.pt`` (or a folder holding it) and its codec (``codec_path``, else the path it records)."""
+def resolve_dtype(precision: str, device: str) -> torch.dtype:
+    """``auto`` -> bfloat16 on a CUDA device that supports it, else float32."""
+    if precision == "bf16" or (precision == "auto" and device.startswith("cuda") and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_model_package(path: str | Path, codec_path: str | Path | None = None, device: str = "cpu",
+                       dtype: torch.dtype = torch.float32) -> ModelPackage:
+    """Load ``model.pt`` (or a folder holding it) and its codec (``codec_path``, else the path it records).
+
+    ``dtype`` is the network's (bf16 halves memory and speeds up GPUs); the codec stays float32.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "model.pt"
@@ -62,6 +73,6 @@ def load_model_package(path: str | Path, codec_path: str | Path | None = None, d
     codec = load_codec(codec_file, device=device)
     model = build_vmas(cfg, codec.codebook_embeddings().cpu(), load_pretrained=False)
     model.load_state_dict(package["state_dict"])
-    model = model.to(device).eval()
+    model = model.to(device=device, dtype=dtype).eval()
     log.info("loaded %s (%d parameters, codec %s)", path, sum(p.numel() for p in model.parameters()), codec_file)
     return ModelPackage(model, codec, cfg, path, file_sha256(path), codec_file)

@@ -1,0 +1,131 @@
+"""``vmas generate``: videos in, the same videos with music out."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vmas.cli.options import ConfigFile, Overrides, Profile, resolve
+from vmas.config import Config
+
+log = logging.getLogger(__name__)
+REMOTE_MODEL = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+def expand_inputs(items: list[Path], extensions: list[str]) -> list[Path]:
+    """Files as given; folders -> their videos (by extension, sorted); ``.txt`` lists and Parquet
+    manifests (a ``path``, ``source_path`` or ``video_path`` column) -> the paths they name."""
+    found: list[Path] = []
+    suffixes = {f".{e.lower().lstrip('.')}" for e in extensions}
+    for item in items:
+        if item.is_dir():
+            videos = sorted(p for p in item.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+            if not videos:
+                raise typer.BadParameter(f"{item}: no videos ({', '.join(sorted(suffixes))}) in this folder")
+            found += videos
+        elif item.suffix.lower() == ".txt" and item.is_file():
+            found += [(item.parent / line.strip()) if not Path(line.strip()).is_absolute() else Path(line.strip())
+                      for line in item.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        elif item.suffix.lower() == ".parquet" and item.is_file():
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(item)
+            column = next((c for c in ("path", "source_path", "video_path") if c in table.column_names), None)
+            if column is None:
+                raise typer.BadParameter(f"{item}: a manifest needs a path, source_path or video_path column")
+            found += [Path(p) for p in table.column(column).to_pylist()]
+        else:
+            found.append(item)
+    return found
+
+
+def load_model(cfg: Config, model: Optional[str], device: str):
+    """``--model``: a model.pt, a registered package folder, or an MLflow URI; default the champion."""
+    from functools import partial
+
+    from vmas.curation.stage import StageError
+    from vmas.generation.package import load_model_package, resolve_dtype
+    from vmas.tracking import registry
+    from vmas.training.train import model_path
+
+    load_model_package = partial(load_model_package, dtype=resolve_dtype(cfg.generate.precision, device))
+    if model is None:
+        if registry.champion(cfg) is not None:
+            model = f"models:/{cfg.registry.name}@{registry.CHAMPION}"
+        elif model_path(cfg).is_file():
+            log.warning("no champion in the registry yet: using %s (run `vmas evaluate` and `vmas register`)",
+                        model_path(cfg))
+            return load_model_package(model_path(cfg), device=device), str(model_path(cfg))
+        else:
+            raise StageError(f"no model: the registry has no {cfg.registry.name}@champion and {model_path(cfg)} "
+                             "does not exist; train one (`make demo`) or pass --model")
+    if model.startswith(REMOTE_MODEL):
+        model_file, codec = registry.download(cfg, model)
+        return load_model_package(model_file, codec, device=device), model
+    path = Path(model)
+    package_file = path / registry.PACKAGE_FILE
+    if path.is_dir() and package_file.is_file():
+        info = json.loads(package_file.read_text())
+        return load_model_package(path / info["model"], path / info["codec"], device=device), str(path)
+    return load_model_package(path, device=device), str(path)
+
+
+def generate_command(
+    inputs: Annotated[list[Path], typer.Argument(help="Videos, folders of videos, or manifests (.txt, .parquet).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results.", file_okay=False)] = Path("generated"),
+    model: Annotated[Optional[str], typer.Option(help="model.pt, a package folder, or an MLflow URI "
+                                                      "(default: models:/vmas@champion).")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="Random seed (default: generate.seed).")] = None,
+    variants: Annotated[int, typer.Option(min=1, help="Musics per video (seeds seed, seed+1, ...).")] = 1,
+    guidance: Annotated[Optional[float], typer.Option(min=0, help="Classifier-free guidance scale.")] = None,
+    temperature: Annotated[Optional[float], typer.Option(min=0, help="Sampling temperature (0: greedy).")] = None,
+    top_k: Annotated[Optional[int], typer.Option(min=0, help="Top-k sampling (0: off).")] = None,
+    top_p: Annotated[Optional[float], typer.Option(min=0, max=1, help="Top-p sampling (0: off; replaces top-k).")] = None,
+    duration: Annotated[Optional[float], typer.Option(min=0.1, help="Music length in s (default: the video's).")] = None,
+    original_audio: Annotated[str, typer.Option(help="The video's own sound: drop, keep (mixed in) or duck "
+                                                     "(mixed in, --duck-db under the music).")] = "drop",
+    duck_db: Annotated[float, typer.Option(help="Level of the ducked original sound, in dB.")] = -12.0,
+    loudness: Annotated[float, typer.Option(help="Target loudness of the music, LUFS.")] = -14.0,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda (default: generate.device).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    config: ConfigFile = None,
+    profile: Profile = None,
+    set_: Overrides = None,
+) -> None:
+    """Give each video music: OUT/<name>.mp4 (picture copied untouched, new sound), <name>.wav, <name>.json.
+
+    The music is exactly as long as the video; long videos are generated in overlapping windows
+    so the music stays one piece. Bad inputs are reported by name and skipped; the others go on.
+    """
+    from vmas.codec.train_codec import select_device
+    from vmas.curation.stage import StageError
+    from vmas.generation.generate import GenerationSettings, generate
+    from vmas.generation.sample import SamplingSettings
+
+    if original_audio not in ("drop", "keep", "duck"):
+        raise typer.BadParameter(f"--original-audio must be drop, keep or duck, not {original_audio!r}")
+    cfg = resolve(config, profile, set_)
+    g = cfg.generate
+    sampling = SamplingSettings(guidance=g.guidance if guidance is None else guidance,
+                                temperature=g.temperature if temperature is None else temperature,
+                                top_k=g.top_k if top_k is None else top_k, top_p=g.top_p if top_p is None else top_p)
+    settings = GenerationSettings(sampling=sampling, seed=g.seed if seed is None else seed, variants=variants,
+                                  duration_s=duration, loudness_lufs=loudness, original_audio=original_audio,
+                                  duck_db=duck_db, batch_size=g.batch_size)
+    videos = expand_inputs(inputs, cfg.ingest.extensions)
+    package, name = load_model(cfg, model, select_device(device or g.device))
+    failures: list[str] = []
+    results = generate(package, videos, out, settings, model_name=name, progress=progress,
+                       on_error=lambda path, exc: failures.append(str(exc) if str(path) in str(exc) else f"{path}: {exc}"))
+    for r in results:
+        typer.echo(f"{r['video']}  ({r['duration_s']:.1f} s, MV-Align {r['mv_align'] if r['mv_align'] is None else round(r['mv_align'], 3)})")
+    if failures:
+        raise StageError(f"{len(failures)} of {len(videos)} input(s) failed:\n" + "\n".join(f"  {f}" for f in failures))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate_command)
