@@ -129,7 +129,7 @@ def pack() -> None:
         print(f"{name}: {sum(v.numel() for v in arrays.values())} values -> {out} ({out.stat().st_size} bytes)")
 
 
-# The same function is in tests/unit/evaluation/test_musicnn.py; the reference file keeps the signal's sha256.
+# tests/unit/evaluation/test_musicnn.py calls this function too; the reference file keeps the signal's sha256.
 def reference_signal(seconds: float = 10.0, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
     """Deterministic ``[n]`` int16 music-like signal: decaying harmonic notes on a 120 bpm eighth-note grid, a low
     kick on the beats and noise bursts (hi-hats) off the beats, peaking near -2 dBFS."""

@@ -65,3 +65,39 @@ def demo_pipeline(tmp_path_factory, repo):
     cfg = load_config(repo / "configs" / "demo.yaml", overrides=[f"paths.data_dir={root / 'data'}",
                                                                  f"paths.artifacts_dir={root / 'artifacts'}"])
     return cfg, result.stdout
+
+
+def _train_demo(cfg, repo, *args) -> dict:
+    """`vmas train` on the demo pipeline's tokens, as a user runs it; the printed report."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    vmas = shutil.which("vmas") or str(Path(sys.executable).parent / "vmas")
+    sets = ["--set", f"paths.data_dir={cfg.paths.data_dir}", "--set", f"paths.artifacts_dir={cfg.paths.artifacts_dir}"]
+    result = subprocess.run([vmas, "train", "--no-progress", *args, "--config", str(repo / "configs" / "demo.yaml"),
+                             *sets], capture_output=True, text=True, cwd=Path(cfg.paths.artifacts_dir).parent,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout[result.stdout.index("{"):])
+
+
+@pytest.fixture(scope="session")
+def train_demo():
+    return _train_demo
+
+
+@pytest.fixture(scope="session")
+def trained(demo_pipeline, repo):
+    """The demo model trained 12 steps (validation and checkpoints every 6), shared by the training and
+    evaluation tests so neither finds the other's run in its way."""
+    import json
+
+    from vmas.training.train import output_dir
+
+    cfg, _ = demo_pipeline
+    first = _train_demo(cfg, repo, "--max-steps", "12", "--set", "train.val_every_n_steps=6",
+                        "--set", "train.checkpoint_every_n_steps=6")
+    first["history"] = json.loads((output_dir(cfg) / "report.json").read_text())["history"]  # not printed
+    return cfg, first

@@ -1,11 +1,6 @@
 """`vmas train` on the embedded demo's tokens, as a user runs it: a checkpoint, weights, an MLflow run, resume."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -15,25 +10,6 @@ from vmas.tracking.runs import tracking_uri
 from vmas.training.train import model_path, output_dir
 
 pytestmark = pytest.mark.slow
-
-
-def _train(cfg, repo, *args):
-    vmas = shutil.which("vmas") or str(Path(sys.executable).parent / "vmas")
-    sets = ["--set", f"paths.data_dir={cfg.paths.data_dir}", "--set", f"paths.artifacts_dir={cfg.paths.artifacts_dir}"]
-    result = subprocess.run([vmas, "train", "--no-progress", *args, "--config", str(repo / "configs" / "demo.yaml"),
-                             *sets], capture_output=True, text=True, cwd=Path(cfg.paths.artifacts_dir).parent,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout[result.stdout.index("{"):])
-
-
-@pytest.fixture(scope="module")
-def trained(demo_pipeline, repo):
-    cfg, _ = demo_pipeline
-    first = _train(cfg, repo, "--max-steps", "12", "--set", "train.val_every_n_steps=6",
-                   "--set", "train.checkpoint_every_n_steps=6")
-    first["history"] = json.loads((output_dir(cfg) / "report.json").read_text())["history"]  # not printed
-    return cfg, first
 
 
 def test_train_leaves_weights_checkpoints_and_curves(trained):
@@ -62,9 +38,9 @@ def test_the_run_is_in_mlflow_with_config_metrics_and_device_stats(trained):
     assert "train/training_curves.png" in logged and "train/report.json" in logged
 
 
-def test_a_second_run_resumes_from_the_last_checkpoint(trained, repo):
+def test_a_second_run_resumes_from_the_last_checkpoint(trained, repo, train_demo):
     cfg, first = trained
-    second = _train(cfg, repo, "--max-steps", "14", "--set", "train.val_every_n_steps=6",
+    second = train_demo(cfg, repo, "--max-steps", "14", "--set", "train.val_every_n_steps=6",
                     "--set", "train.checkpoint_every_n_steps=6")
     assert second["resumed_from"].endswith("last.ckpt") and second["steps"] == 14
     history = json.loads((output_dir(cfg) / "report.json").read_text())["history"]

@@ -91,6 +91,7 @@ def generate_command(
     duck_db: Annotated[float, typer.Option(help="Level of the ducked original sound, in dB.")] = -12.0,
     loudness: Annotated[float, typer.Option(help="Target loudness of the music, LUFS.")] = -14.0,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda (default: generate.device).")] = None,
+    force: Annotated[bool, typer.Option(help="Generate again even where an output is up to date.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     config: ConfigFile = None,
     profile: Profile = None,
@@ -100,6 +101,7 @@ def generate_command(
 
     The music is exactly as long as the video; long videos are generated in overlapping windows
     so the music stays one piece. Bad inputs are reported by name and skipped; the others go on.
+    Outputs already made from the same input, model and settings are kept (--force redoes them).
     """
     from vmas.codec.train_codec import select_device
     from vmas.curation.stage import StageError
@@ -119,7 +121,7 @@ def generate_command(
     videos = expand_inputs(inputs, cfg.ingest.extensions)
     package, name = load_model(cfg, model, select_device(device or g.device))
     failures: list[str] = []
-    results = generate(package, videos, out, settings, model_name=name, progress=progress,
+    results = generate(package, videos, out, settings, model_name=name, progress=progress, force=force,
                        on_error=lambda path, exc: failures.append(str(exc) if str(path) in str(exc) else f"{path}: {exc}"))
     for r in results:
         typer.echo(f"{r['video']}  ({r['duration_s']:.1f} s, MV-Align {r['mv_align'] if r['mv_align'] is None else round(r['mv_align'], 3)})")

@@ -73,7 +73,7 @@ figure{{display:inline-block;margin:0.5em}}img{{max-width:520px}}small{{color:#6
 FAD and KL use <b>{html.escape(str(result['embedding']))}</b> ({result['embedding_dim']}-d, {result['embedding_windows'][0]}
 generated and {result['embedding_windows'][1]} real windows); few windows make FAD noisy.
 Sampling: guidance {s['guidance']}, temperature {s['temperature']}, top-k {s['top_k']}, top-p {s['top_p']}, seed {s['seed']}.
-Video peaks: local maxima of the Farneback flow above {result['motion_threshold']} of the clip's largest motion.</p>
+Video peaks: local maxima of the Farneback flow rising at least {result['motion_threshold']} of the way from the clip's median motion to its largest.</p>
 <h2>Per clip</h2>
 <table><tr><th>clip</th><th>MV-Align</th><th>real music</th><th>video peaks</th><th>onsets</th><th>real onsets</th></tr>{clips}</table>
 <h2>Figures</h2>{figures}

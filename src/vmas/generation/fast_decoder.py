@@ -7,7 +7,11 @@ weights (it holds no parameters of its own) with
 
 - the video's cross-attention keys and values projected once per video, per layer;
 - a preallocated self-attention cache ``[B, H, max_steps, d]`` per layer, written in place;
-- one fused QKV projection and torch's scaled-dot-product attention per layer and step.
+- one fused QKV projection and torch's scaled-dot-product attention per layer and step;
+- with ``static=True``, single steps of fixed shapes (the cache written with ``index_copy_`` at a
+  position held in a tensor, attention over the whole cache under a mask), which a CUDA graph can
+  capture once and replay every step (``cuda_graph=True``, on CUDA devices only), removing the
+  per-kernel launch cost that dominates small batches on a GPU.
 
 It reproduces the streamed logits of ``LMModel`` (tested to float tolerance), and it is what
 :func:`vmas.generation.sample.generate_codes` uses unless asked for audiocraft's path.
@@ -38,7 +42,7 @@ class FastDecoder:
     call, e.g. a prompt), continuing where the previous call stopped.
     """
 
-    def __init__(self, lm):
+    def __init__(self, lm, static: bool = False, cuda_graph: bool = False):
         t = lm.transformer
         if t.positional_embedding != "sin" or any(
                 layer.cross_attention is None or not layer.norm_first for layer in t.layers):
@@ -48,6 +52,8 @@ class FastDecoder:
         self.head_dim = self.dim // self.heads
         self.max_period, self.pos_scale = t.max_period, t.positional_scale
         self.offset = 0
+        self.static, self.cuda_graph = static or cuda_graph, cuda_graph
+        self._graph = None
 
     @torch.no_grad()
     def start(self, condition: dict, max_steps: int) -> None:
@@ -65,8 +71,9 @@ class FastDecoder:
             v = F.linear(cross, w[2 * self.dim :], None if bias is None else bias[2 * self.dim :])
             self.cross_kv.append((self._heads(k), self._heads(v)))
             shape = (b, self.heads, max_steps, self.head_dim)
-            self.cache.append((torch.empty(shape, dtype=dtype, device=device), torch.empty(shape, dtype=dtype, device=device)))
-        self.offset, self.max_steps = 0, max_steps
+            # zeros, not empty: the static step attends over the whole cache, masked (0 x NaN would be NaN)
+            self.cache.append((torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)))
+        self.offset, self.max_steps, self._graph = 0, max_steps, None
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, H, T, d]
         return x.view(x.shape[0], x.shape[1], self.heads, self.head_dim).transpose(1, 2)
@@ -74,32 +81,76 @@ class FastDecoder:
     @torch.no_grad()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens [B, K, S]`` (the next ``S`` sequence steps) -> logits ``[B, K, S, card]``."""
-        lm, s = self.lm, tokens.shape[-1]
+        s = tokens.shape[-1]
         start, end = self.offset, self.offset + s
         if end > self.max_steps:
             raise ValueError(f"decoding past the {self.max_steps} steps the cache was made for")
         if s > 1 and start > 0:
             raise ValueError("several steps at once only on the first call (a prompt)")
-        x = sum(lm.emb[k](tokens[:, k]) for k in range(tokens.shape[1]))  # [B, S, D]
-        positions = torch.arange(start, end, device=x.device).view(1, -1, 1)
-        x = x + self.pos_scale * _sin_embedding(positions, self.dim, self.max_period, x.dtype)
-        for layer, (k_cache, v_cache), (ck, cv) in zip(self.layers, self.cache, self.cross_kv):
+        if self.static and s == 1:
+            logits = self._replay(tokens) if self.cuda_graph and tokens.is_cuda else \
+                self._static_step(tokens, torch.tensor([start], device=tokens.device))
+        else:
+            logits = self._dynamic_step(tokens, start, end)
+        self.offset = end
+        return logits
+
+    def _embed(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Token embeddings summed over codebooks plus the sin positions ``[1, S, 1]`` -> ``[B, S, D]``."""
+        x = sum(self.lm.emb[k](tokens[:, k]) for k in range(tokens.shape[1]))
+        return x + self.pos_scale * _sin_embedding(positions, self.dim, self.max_period, x.dtype)
+
+    def _layers(self, x: torch.Tensor, attend) -> torch.Tensor:
+        """Every layer on ``x [B, S, D]``; ``attend(i, q, k, v)`` stores ``k, v`` and returns self-attention."""
+        for i, (layer, (ck, cv)) in enumerate(zip(self.layers, self.cross_kv)):
             attn = layer.self_attn
-            h = layer.norm1(x)
-            q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-            k_cache[:, :, start:end] = self._heads(k)
-            v_cache[:, :, start:end] = self._heads(v)
-            a = F.scaled_dot_product_attention(self._heads(q), k_cache[:, :, :end], v_cache[:, :, :end],
-                                               is_causal=s > 1)
+            q, k, v = F.linear(layer.norm1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+            a = attend(i, self._heads(q), self._heads(k), self._heads(v))
             x = x + layer.layer_scale_1(attn.out_proj(a.transpose(1, 2).reshape(x.shape)))
             cross = layer.cross_attention
-            h = layer.norm_cross(x)
             bias = cross.in_proj_bias
-            q = F.linear(h, cross.in_proj_weight[: self.dim], None if bias is None else bias[: self.dim])
+            q = F.linear(layer.norm_cross(x), cross.in_proj_weight[: self.dim], None if bias is None else bias[: self.dim])
             a = F.scaled_dot_product_attention(self._heads(q), ck, cv)
             x = x + layer.layer_scale_cross(cross.out_proj(a.transpose(1, 2).reshape(x.shape)))
             x = x + layer.layer_scale_2(layer._ff_block(layer.norm2(x)))
-        if lm.out_norm is not None:
-            x = lm.out_norm(x)
-        self.offset = end
-        return torch.stack([lm.linears[k](x) for k in range(tokens.shape[1])], dim=1)
+        if self.lm.out_norm is not None:
+            x = self.lm.out_norm(x)
+        return torch.stack([self.lm.linears[k](x) for k in range(len(self.lm.linears))], dim=1)
+
+    def _dynamic_step(self, tokens: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        def attend(i, q, k, v):
+            k_cache, v_cache = self.cache[i]
+            k_cache[:, :, start:end], v_cache[:, :, start:end] = k, v
+            return F.scaled_dot_product_attention(q, k_cache[:, :, :end], v_cache[:, :, :end], is_causal=end - start > 1)
+
+        positions = torch.arange(start, end, device=tokens.device).view(1, -1, 1)
+        return self._layers(self._embed(tokens, positions), attend)
+
+    def _static_step(self, tokens: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """One step, every shape fixed: ``position [1]`` (long, on the device) says where it is."""
+        visible = (torch.arange(self.max_steps, device=tokens.device) <= position).view(1, 1, 1, -1)
+
+        def attend(i, q, k, v):
+            k_cache, v_cache = self.cache[i]
+            k_cache.index_copy_(2, position, k)
+            v_cache.index_copy_(2, position, v)
+            return F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=visible)
+
+        return self._layers(self._embed(tokens, position.view(1, 1, 1)), attend)
+
+    def _replay(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The static step as a CUDA graph: captured on the first single step, replayed after."""
+        if self._graph is None:
+            self._tokens, self._position = tokens.clone(), torch.tensor([self.offset], device=tokens.device)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm up outside the graph (it writes this step's own k, v: harmless)
+                self._static_step(self._tokens, self._position)
+            torch.cuda.current_stream().wait_stream(side)
+            self._graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self._graph):
+                self._logits = self._static_step(self._tokens, self._position)
+        self._tokens.copy_(tokens)
+        self._position.fill_(self.offset)
+        self._graph.replay()
+        return self._logits.clone()

@@ -14,6 +14,7 @@ the same length; one loaded model serves every input.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -99,7 +100,7 @@ def sample_music(package: ModelPackage, sources: list[ModelFrames], total: int, 
         frames = torch.stack([s.window(w.start / rate) for s in sources]).to(device=device, dtype=dtype)
         prompt = codes[..., w.start : w.start + w.prompt] if w.prompt else None
         codes[..., w.start : w.end] = generate_codes(model, frames, w.end - w.start, settings.sampling, generators,
-                                                     prompt=prompt)
+                                                     prompt=prompt, decoder="static" if device.type == "cuda" else "fast")
         if progress is not None:
             progress(w.end - w.start - w.prompt)
     return codes
@@ -112,8 +113,12 @@ def _outputs(info: VideoInfo, out_dir: Path, variant: int, variants: int) -> dic
 
 def generate(package: ModelPackage, inputs: Iterable[str | Path], out_dir: str | Path,
              settings: GenerationSettings = GenerationSettings(), model_name: str | None = None,
-             progress: bool = True, on_error: Callable[[Path, Exception], None] | None = None) -> list[dict]:
+             progress: bool = True, on_error: Callable[[Path, Exception], None] | None = None,
+             force: bool = False) -> list[dict]:
     """Music for every input video; returns one sidecar dict per output (see the module docstring).
+
+    An output whose sidecar records the same input file (size and time), model and settings is
+    kept as it is unless ``force``.
 
     A bad input raises :class:`VideoInputError` naming it, unless ``on_error`` is given: then it
     is reported there and the other inputs go on. Nothing is written for a failed input.
@@ -134,13 +139,20 @@ def generate(package: ModelPackage, inputs: Iterable[str | Path], out_dir: str |
                 raise
             on_error(Path(path), exc)
     duration = {i.path: settings.duration_s or i.duration_s for i in infos}
-    jobs = [(info, v) for info in infos for v in range(settings.variants)]
+    jobs, results = [], []
+    for info in infos:
+        for v in range(settings.variants):
+            done = None if force else _up_to_date(info, _outputs(info, out_dir, v, settings.variants), package, settings, v)
+            if done is not None:
+                log.info("generate: %s is up to date (same input, model and settings); --force to redo", done["video"])
+                results.append(done)
+            else:
+                jobs.append((info, v))
     by_length: dict[int, list] = {}
     for info, v in jobs:
         by_length.setdefault(int(math.ceil(duration[info.path] * rate)), []).append((info, v))
     total_steps = sum(steps * len(group) for steps, group in by_length.items())
     bar = tqdm(total=total_steps, desc="generate", unit="step", disable=not progress)
-    results = []
     for steps, group in by_length.items():
         for i in range(0, len(group), settings.batch_size):
             batch = group[i : i + settings.batch_size]
@@ -175,7 +187,8 @@ def generate(package: ModelPackage, inputs: Iterable[str | Path], out_dir: str |
                         raise
                     on_error(info.path, exc)
                     continue
-                sidecar = {"input": str(info.path), "video": str(paths["video"]), "wav": str(paths["wav"]),
+                sidecar = {"input": str(info.path), "input_stamp": _stamp(info.path), "video": str(paths["video"]),
+                           "wav": str(paths["wav"]),
                            "model": model_name or str(package.path), "model_sha256": package.sha256,
                            "seed": settings.seed + variant, "variant": variant + 1, "duration_s": duration[info.path],
                            "sample_rate": sr, "settings": {**asdict(settings), "sampling": asdict(settings.sampling)},
@@ -191,6 +204,26 @@ def generate(package: ModelPackage, inputs: Iterable[str | Path], out_dir: str |
                 log.info("generate: %s -> %s (MV-Align %.3f)", info.path, paths["video"], sidecar["mv_align"] or 0)
     bar.close()
     return results
+
+
+def _stamp(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _up_to_date(info: VideoInfo, paths: dict[str, Path], package: ModelPackage, settings: GenerationSettings,
+                variant: int) -> dict | None:
+    """The existing sidecar when its output was made from this very input, model and settings."""
+    if not paths["json"].is_file():
+        return None
+    try:
+        sidecar = json.loads(paths["json"].read_text())
+    except ValueError:
+        return None
+    same = (sidecar.get("input_stamp") == _stamp(info.path) and sidecar.get("model_sha256") == package.sha256
+            and sidecar.get("settings") == json.loads(json.dumps({**asdict(settings), "sampling": asdict(settings.sampling)}))
+            and sidecar.get("variant") == variant + 1)
+    return sidecar if same and Path(sidecar["video"]).is_file() and Path(sidecar["wav"]).is_file() else None
 
 
 def _mux(source: Path, music: np.ndarray, sample_rate: int, target: Path, settings: GenerationSettings) -> Path:

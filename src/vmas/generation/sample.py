@@ -64,9 +64,10 @@ def generate_codes(model: VMAs, frames: torch.Tensor, steps: int, settings: Samp
     ``steps`` is the music length in codec frames (seconds x ``codec.frame_rate``). ``prompt
     [B, K, P]`` (``P < steps``) are codes the music must start with (the previous window's end,
     when a long video is generated window by window); they are returned as given. ``generator``: one
-    for the batch, or a list with one per sequence. ``decoder``:
-    ``fast`` (:class:`~vmas.generation.fast_decoder.FastDecoder`: cross-attention once, a static
-    cache) or ``audiocraft`` (``LMModel``'s own streaming, the reference).
+    for the batch, or a list with one per sequence. ``decoder``: ``fast``
+    (:class:`~vmas.generation.fast_decoder.FastDecoder`: cross-attention once, a preallocated
+    cache), ``static`` (the same with fixed shapes per step, replayed as a CUDA graph on CUDA
+    devices), or ``audiocraft`` (``LMModel``'s own streaming, the reference).
     """
     lm = model.music_decoder
     if lm.training or model.training:
@@ -92,16 +93,16 @@ def generate_codes(model: VMAs, frames: torch.Tensor, steps: int, settings: Samp
     sequence, _, mask = pattern.build_pattern_sequence(codes, lm.special_token_id)  # [B, K, S], mask [K, S]
     start = pattern.get_first_step_with_timesteps(given)
     total = sequence.shape[-1]
-    if decoder == "fast":
+    if decoder in ("fast", "static"):
         from vmas.generation.fast_decoder import FastDecoder
 
-        fast = FastDecoder(lm)
+        fast = FastDecoder(lm, static=decoder == "static", cuda_graph=decoder == "static" and device.type == "cuda")
         fast.start(cond, total)
         forward, context = fast.step, contextlib.nullcontext()
     elif decoder == "audiocraft":
         forward, context = (lambda chunk: lm(chunk, conditions=[], condition_tensors=cond)), lm.streaming()
     else:
-        raise ValueError(f"decoder must be fast or audiocraft, not {decoder!r}")
+        raise ValueError(f"decoder must be fast, static or audiocraft, not {decoder!r}")
     with context:
         previous = 0
         for offset in range(start, total):

@@ -21,11 +21,13 @@ def _frames(batch=2, seed=0):
     return torch.randn(batch, 3, 16, 64, 64, generator=torch.Generator().manual_seed(seed))
 
 
-def test_step_logits_match_audiocraft_streaming(model):
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+def test_step_logits_match_audiocraft_streaming(model, static):
+    """Both the dynamic-shape steps and the fixed-shape ones (what a CUDA graph replays)."""
     lm = model.music_decoder
     cond = model.condition(model.video_encoder(_frames()))
     tokens = torch.randint(0, 2048, (2, 4, 9), generator=torch.Generator().manual_seed(1))
-    fast = FastDecoder(lm)
+    fast = FastDecoder(lm, static=static)
     fast.start(cond, 9)
     with torch.no_grad(), lm.streaming():
         for chunk in (tokens[..., :3], *[tokens[..., i : i + 1] for i in range(3, 9)]):  # a 3-step prompt, then steps
@@ -38,9 +40,9 @@ def test_step_logits_match_audiocraft_streaming(model):
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
 def test_fast_and_audiocraft_sampling_agree(model, guidance):
     settings = SamplingSettings(guidance=guidance, temperature=1.0, top_k=50)
-    a = generate_codes(model, _frames(), 30, settings, torch.Generator().manual_seed(3), decoder="fast")
-    b = generate_codes(model, _frames(), 30, settings, torch.Generator().manual_seed(3), decoder="audiocraft")
-    assert torch.equal(a, b)
+    runs = {decoder: generate_codes(model, _frames(), 30, settings, torch.Generator().manual_seed(3), decoder=decoder)
+            for decoder in ("fast", "static", "audiocraft")}
+    assert torch.equal(runs["fast"], runs["audiocraft"]) and torch.equal(runs["static"], runs["audiocraft"])
 
 
 def test_a_prompt_is_kept_and_continued(model):
@@ -52,3 +54,16 @@ def test_a_prompt_is_kept_and_continued(model):
     assert torch.equal(out, ref)
     with pytest.raises(ValueError, match="does not fit"):
         generate_codes(model, _frames(), 12, settings, prompt=prompt)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_replay_matches_the_dynamic_steps(model):
+    gpu = model.cuda()
+    try:
+        settings = SamplingSettings(guidance=3.0, temperature=0.0)
+        frames = _frames().cuda()
+        assert torch.equal(generate_codes(gpu, frames, 40, settings, decoder="static"),
+                           generate_codes(gpu, frames, 40, settings, decoder="fast"))
+    finally:
+        model.cpu()

@@ -91,6 +91,11 @@ def test_music_for_a_short_video(package, tmp_path):
     assert sidecar["windows"] == 1 and sidecar["seed"] == 0 and sidecar["model_sha256"] == package.sha256
     assert sidecar["mv_align"] is not None and 0 <= sidecar["mv_align"] <= 1
     assert (tmp_path / "out" / "clip.wav").is_file()
+    before = out.stat().st_mtime_ns
+    assert generate(package, [source], tmp_path / "out", FAST, progress=False) == [sidecar]  # up to date: kept
+    assert out.stat().st_mtime_ns == before
+    generate(package, [source], tmp_path / "out", FAST, progress=False, force=True)
+    assert out.stat().st_mtime_ns != before
 
 
 def test_a_long_video_spans_several_windows_as_one_piece(package, tmp_path):
