@@ -66,26 +66,35 @@ def held_out_clips(cfg: Config, trained: Config) -> list[dict]:
     return clips[:limit] if limit else clips
 
 
-def clip_motion(source_path: str, start_s: float, end_s: float, flow_size: int) -> tuple[np.ndarray, float]:
-    """Mean Farneback flow magnitude between neighbouring frames of the source over the clip's span.
+def clip_motion(source_path: str, start_s: float, end_s: float, flow_size: int,
+                chunk: int = 64) -> tuple[np.ndarray, float]:
+    """Mean Farneback flow magnitude between neighbouring frames of the source over ``[start_s, end_s]``.
 
-    Returns ``(motion [N - 1], fps)``; frames are resized so the short side is ``flow_size`` px.
+    Returns ``(motion [N - 1], fps)``. Frames are decoded straight to a short side of ``flow_size``
+    px and streamed ``chunk`` at a time, so a long or large video never sits in memory.
     """
     import cv2
     import decord
 
     from vmas.curation.beats import farneback_motion
 
-    reader = decord.VideoReader(source_path, num_threads=1)
-    fps = float(reader.get_avg_fps())
-    first, last = int(round(start_s * fps)), min(int(round(end_s * fps)), len(reader)) - 1
+    probe = decord.VideoReader(source_path, num_threads=1)
+    fps, count = float(probe.get_avg_fps()), len(probe)
+    height, width = probe[0].shape[:2]
+    del probe
+    first, last = int(round(start_s * fps)), min(int(round(end_s * fps)), count) - 1
     if last - first < 2:
         raise ValueError(f"{source_path}: fewer than 3 frames in {start_s:.2f}-{end_s:.2f} s")
-    frames = reader.get_batch(list(range(first, last + 1))).asnumpy()
-    scale = flow_size / min(frames.shape[1:3])
-    size = (max(int(round(frames.shape[2] * scale)), 8), max(int(round(frames.shape[1] * scale)), 8))
-    gray = np.stack([cv2.cvtColor(cv2.resize(f, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY) for f in frames])
-    return farneback_motion(gray), fps
+    scale = flow_size / min(height, width)
+    reader = decord.VideoReader(source_path, width=max(int(round(width * scale)), 8),
+                                height=max(int(round(height * scale)), 8), num_threads=1)
+    motion, previous = [], []
+    for begin in range(first, last + 1, chunk):
+        frames = reader.get_batch(list(range(begin, min(begin + chunk, last + 1)))).asnumpy()
+        gray = previous + [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+        motion.append(farneback_motion(np.stack(gray)))
+        previous = gray[-1:]  # the next chunk's first flow starts from this frame
+    return np.concatenate(motion), fps
 
 
 def fingerprint(model_sha256: str, cfg: Config) -> str:

@@ -106,8 +106,24 @@ def sample_music(package: ModelPackage, sources: list[ModelFrames], total: int, 
     return codes
 
 
-def _outputs(info: VideoInfo, out_dir: Path, variant: int, variants: int) -> dict[str, Path]:
-    stem = info.path.stem + (f".v{variant + 1}" if variants > 1 else "")
+def output_names(paths: list[Path]) -> dict[Path, str]:
+    """A distinct output name per input: its stem, or ``<folder>_<stem>`` (then ``-2``, ...) when two
+    inputs share a stem (``a/clip.mp4`` and ``b/clip.mp4`` must not overwrite each other)."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        counts[path.stem] = counts.get(path.stem, 0) + 1
+    names: dict[Path, str] = {}
+    for path in paths:
+        name = path.stem if counts[path.stem] == 1 else f"{path.parent.name}_{path.stem}"
+        base, k = name, 2
+        while name in names.values():
+            name, k = f"{base}-{k}", k + 1
+        names[path] = name
+    return names
+
+
+def _outputs(name: str, out_dir: Path, variant: int, variants: int) -> dict[str, Path]:
+    stem = name + (f".v{variant + 1}" if variants > 1 else "")
     return {"video": out_dir / f"{stem}.mp4", "wav": out_dir / f"{stem}.wav", "json": out_dir / f"{stem}.json"}
 
 
@@ -139,10 +155,12 @@ def generate(package: ModelPackage, inputs: Iterable[str | Path], out_dir: str |
                 raise
             on_error(Path(path), exc)
     duration = {i.path: settings.duration_s or i.duration_s for i in infos}
+    names = output_names([i.path for i in infos])
     jobs, results = [], []
     for info in infos:
         for v in range(settings.variants):
-            done = None if force else _up_to_date(info, _outputs(info, out_dir, v, settings.variants), package, settings, v)
+            paths = _outputs(names[info.path], out_dir, v, settings.variants)
+            done = None if force else _up_to_date(info, paths, package, settings, v)
             if done is not None:
                 log.info("generate: %s is up to date (same input, model and settings); --force to redo", done["video"])
                 results.append(done)
@@ -176,7 +194,7 @@ def generate(package: ModelPackage, inputs: Iterable[str | Path], out_dir: str |
                 measured = None
                 if settings.loudness_lufs is not None:
                     music, measured = loudness_normalize(music, sr, settings.loudness_lufs)
-                paths = _outputs(info, out_dir, variant, settings.variants)
+                paths = _outputs(names[info.path], out_dir, variant, settings.variants)
                 try:
                     write_wav(paths["wav"], music.T, sr)
                     paths["video"] = _mux(info.path, music, sr, paths["video"], settings)

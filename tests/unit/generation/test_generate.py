@@ -13,7 +13,7 @@ import torch
 from vmas.codec import build_encodec, encodec_xp_config, load_codec, save_codec
 from vmas.config import load_config
 from vmas.curation.tokenize import file_sha256
-from vmas.generation.generate import GenerationSettings, generate, loudness_normalize, plan_windows
+from vmas.generation.generate import GenerationSettings, generate, loudness_normalize, output_names, plan_windows
 from vmas.generation.package import load_model_package
 from vmas.generation.sample import SamplingSettings
 from vmas.generation.video_input import VideoInputError
@@ -183,3 +183,25 @@ def test_a_codec_mp4_cannot_hold_goes_into_matroska(package, tmp_path):
     [r] = generate(package, [source], tmp_path / "out", FAST, progress=False)
     assert r["video"].endswith("web.mkv") and _packets(r["video"]) == _packets(source)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["web.json", "web.mkv", "web.wav"]
+
+
+def test_inputs_with_the_same_name_get_distinct_outputs(package, tmp_path):
+    from pathlib import Path
+
+    assert output_names([Path("a/clip.mp4"), Path("b/clip.mp4"), Path("b/other.mov")]) == \
+        {Path("a/clip.mp4"): "a_clip", Path("b/clip.mp4"): "b_clip", Path("b/other.mov"): "other"}
+    assert list(output_names([Path("x/a/clip.mp4"), Path("y/a/clip.mp4")]).values()) == ["a_clip", "a_clip-2"]
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first, second = _video(tmp_path / "a" / "clip.mp4", 1.0), _video(tmp_path / "b" / "clip.mp4", 1.0, size=(64, 64))
+    results = generate(package, [first, second], tmp_path / "out", FAST, progress=False)
+    assert sorted(Path(r["video"]).name for r in results) == ["a_clip.mp4", "b_clip.mp4"]
+    assert {r["input"] for r in results} == {str(first), str(second)}
+
+
+def test_motion_is_streamed_in_chunks_with_the_same_result(tmp_path):
+    from vmas.evaluation.evaluate import clip_motion
+
+    video = _video(tmp_path / "moving.mp4", 3.0, size=(96, 64))
+    whole, fps = clip_motion(str(video), 0.0, 3.0, 64, chunk=1000)
+    chunked, _ = clip_motion(str(video), 0.0, 3.0, 64, chunk=7)
+    assert fps == 25 and len(whole) == 74 and np.allclose(whole, chunked)
