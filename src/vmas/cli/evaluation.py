@@ -99,17 +99,23 @@ def registry_rollback(config: ConfigFile = None, profile: Profile = None, set_: 
 def ab_build(
     out: Annotated[Path, typer.Argument(help="Study folder to write (page/ for raters, key.json kept back).",
                                         file_okay=False)],
-    a: Annotated[Path, typer.Option(help="An evaluation folder (its evaluation.json) for system A.",
-                                    file_okay=False)] = Path("artifacts/evaluate"),
+    a: Annotated[Optional[Path], typer.Option(help="An evaluation folder (its evaluation.json) for system A "
+                                                   "(default: <artifacts>/evaluate).", file_okay=False)] = None,
     b: Annotated[Optional[Path], typer.Option(help="Another evaluation folder for system B "
                                                    "(default: the clips' real music).", file_okay=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the side and order randomisation.")] = 0,
+    config: ConfigFile = None,
+    profile: Profile = None,
+    set_: Overrides = None,
 ) -> None:
     """A blind pairwise page: each held-out clip's video with two musics, sides randomised."""
     import tempfile
 
-    from vmas.evaluation.evaluate import export_clip_video
+    from vmas.evaluation.evaluate import export_clip_video, output_dir
     from vmas.evaluation.preference import build_study
+
+    if a is None:
+        a = output_dir(resolve(config, profile, set_))
 
     first = _per_clip(a)
     second = _per_clip(b) if b is not None else {k: {**v, "audio": v["reference_audio"]} for k, v in first.items()}

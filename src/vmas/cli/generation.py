@@ -45,33 +45,29 @@ def expand_inputs(items: list[Path], extensions: list[str]) -> list[Path]:
 
 def load_model(cfg: Config, model: Optional[str], device: str):
     """``--model``: a model.pt, a registered package folder, or an MLflow URI; default the champion."""
-    from functools import partial
-
     from vmas.curation.stage import StageError
     from vmas.generation.package import load_model_package, resolve_dtype
     from vmas.tracking import registry
     from vmas.training.train import model_path
 
-    load_model_package = partial(load_model_package, dtype=resolve_dtype(cfg.generate.precision, device))
-    if model is None:
-        if registry.champion(cfg) is not None:
-            model = f"models:/{cfg.registry.name}@{registry.CHAMPION}"
-        elif model_path(cfg).is_file():
-            log.warning("no champion in the registry yet: using %s (run `vmas evaluate` and `vmas register`)",
-                        model_path(cfg))
-            return load_model_package(model_path(cfg), device=device), str(model_path(cfg))
-        else:
+    codec = None
+    if model is None and registry.champion(cfg) is None:
+        if not model_path(cfg).is_file():
             raise StageError(f"no model: the registry has no {cfg.registry.name}@champion and {model_path(cfg)} "
                              "does not exist; train one (`make demo`) or pass --model")
+        log.warning("no champion in the registry yet: using %s (run `vmas evaluate` and `vmas register`)",
+                    model_path(cfg))
+        model = str(model_path(cfg))
+    model = model or f"models:/{cfg.registry.name}@{registry.CHAMPION}"
     if model.startswith(REMOTE_MODEL):
         model_file, codec = registry.download(cfg, model)
-        return load_model_package(model_file, codec, device=device), model
-    path = Path(model)
-    package_file = path / registry.PACKAGE_FILE
-    if path.is_dir() and package_file.is_file():
-        info = json.loads(package_file.read_text())
-        return load_model_package(path / info["model"], path / info["codec"], device=device), str(path)
-    return load_model_package(path, device=device), str(path)
+    elif Path(model).is_dir() and (Path(model) / registry.PACKAGE_FILE).is_file():
+        info = json.loads((Path(model) / registry.PACKAGE_FILE).read_text())
+        model_file, codec = Path(model) / info["model"], Path(model) / info["codec"]
+    else:
+        model_file = Path(model)
+    dtype = resolve_dtype(cfg.generate.precision, device)
+    return load_model_package(model_file, codec, device=device, dtype=dtype), model
 
 
 def generate_command(

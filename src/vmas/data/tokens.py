@@ -49,6 +49,11 @@ def load_frames(path: str, frames: int, size: int) -> torch.Tensor:
     if video.shape[1:3] != (size, size):
         raise ValueError(f"{path}: frames are {video.shape[2]}x{video.shape[1]}, the model takes {size}x{size} "
                          "(re-run `vmas clip` with this video.size)")
+    return normalize_frames(video)
+
+
+def normalize_frames(video: np.ndarray) -> torch.Tensor:
+    """``[F, S, S, 3]`` uint8 RGB -> ``[3, F, S, S]`` float, ImageNet-normalised (what the video encoder takes)."""
     x = (video.astype(np.float32) / 255.0 - MEAN) / STD
     return torch.from_numpy(x).permute(3, 0, 1, 2).contiguous()
 

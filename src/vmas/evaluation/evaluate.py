@@ -58,8 +58,9 @@ def held_out_clips(cfg: Config, trained: Config) -> list[dict]:
         raise StageError(f"{NAME}: the model was trained without held-out videos (train.val_share "
                          f"{trained.train.val_share}, {len({r['video_id'] for r in rows})} videos): nothing to evaluate on")
     _, held = split_by_video(rows, trained.train.val_share, trained.train.seed)
+    held_ids = {h["id"] for h in held}
     spans = {r["id"]: r for r in Manifest(manifest_dir(cfg, "clip")).iter_rows(["id", "source_path", "start_s", "end_s"])
-             if r["id"] in {h["id"] for h in held}}
+             if r["id"] in held_ids}
     clips = [{**r, **{k: spans[r["id"]][k] for k in ("source_path", "start_s", "end_s")}} for r in held if r["id"] in spans]
     clips.sort(key=lambda r: r["id"])
     limit = cfg.evaluate.max_clips
@@ -100,7 +101,7 @@ def clip_motion(source_path: str, start_s: float, end_s: float, flow_size: int,
 def fingerprint(model_sha256: str, cfg: Config) -> str:
     """What the numbers depend on besides the data: the model and the evaluation and sampling settings."""
     return json.dumps({"model": model_sha256, "evaluate": cfg.evaluate.model_dump(mode="json"),
-                       "generate": cfg.generate.model_dump(mode="json", exclude={"device", "batch_size"})},
+                       "generate": cfg.generate.model_dump(mode="json", exclude={"device", "batch_size", "precision"})},
                       sort_keys=True)
 
 
@@ -167,7 +168,7 @@ def _generate_and_score(cfg: Config, model_file: Path, out: Path, device: str, p
     for start in range(0, len(clips), g.batch_size):
         batch = clips[start : start + g.batch_size]
         frames = torch.stack([load_frames(c["video_path"], trained.video.frames, trained.video.size) for c in batch])
-        codes = torch.stack([torch.from_numpy(np.load(c["tokens_path"])["codes"].astype(np.int64)) for c in batch])
+        codes = torch.stack([torch.from_numpy(_codes(c["tokens_path"])) for c in batch])
         frames, codes = frames.to(device), codes.to(device)
         generated = generate_codes(model, frames, codes.shape[-1], settings, generator)
         with torch.no_grad():
@@ -216,6 +217,12 @@ def _generate_and_score(cfg: Config, model_file: Path, out: Path, device: str, p
             "tagger": embedder.name if tags["gen"] else None, "sampling": {**settings.__dict__, "seed": g.seed},
             "motion_threshold": thr, "chance": {"retrieval_r1": 1 / n, "retrieval_r10": min(10 / n, 1.0)},
             "metrics": metrics, "per_clip": rows, "figures": [str(p.relative_to(out)) for p in plots], "device": device}
+
+
+def _codes(tokens_path: str) -> np.ndarray:
+    """A clip's codes ``[K, T]`` as int64 (the file is closed before returning)."""
+    with np.load(tokens_path) as npz:
+        return npz["codes"].astype(np.int64)
 
 
 def _figures(folder: Path, clip_id: str, ref, gen, sr, motion, fps, peaks, ref_onsets, gen_onsets) -> list[Path]:

@@ -88,11 +88,9 @@ class ModelFrames:
 
     def window(self, start_s: float) -> torch.Tensor:
         from vmas.curation.clip import square_crop_resize
-        from vmas.data.tokens import MEAN, STD
+        from vmas.data.tokens import normalize_frames
 
         times = start_s + np.arange(self.frames) / self.fps
         index = np.clip(np.searchsorted(self.starts, times + 1e-6, side="right") - 1, 0, len(self.starts) - 1)
         decoded = self.reader.get_batch(list(index)).asnumpy()  # [F, h, w, 3] uint8, short side ~ size
-        square = np.stack([square_crop_resize(f, self.size) for f in decoded])
-        x = (square.astype(np.float32) / 255.0 - MEAN) / STD
-        return torch.from_numpy(x).permute(3, 0, 1, 2).contiguous()
+        return normalize_frames(np.stack([square_crop_resize(f, self.size) for f in decoded]))
