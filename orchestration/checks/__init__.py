@@ -1,0 +1,1 @@
+"""One Great Expectations suite per stage output, and the runner that validates a manifest with it."""
