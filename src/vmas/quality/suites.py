@@ -220,7 +220,10 @@ def validate(stage: str, frame: pd.DataFrame, cfg: Config) -> SuiteOutcome:
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch = (context.data_sources.add_pandas(f"{stage}_rows").add_dataframe_asset(name=stage)
              .add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame}))
-    result = batch.validate(gx.ExpectationSuite(name=stage, expectations=suite.build(cfg)))
+    result_format = {"result_format": "SUMMARY"}
+    if "id" in frame.columns:  # name the failing rows by their id, not by their (derived) values
+        result_format["unexpected_index_column_names"] = ["id"]
+    result = batch.validate(gx.ExpectationSuite(name=stage, expectations=suite.build(cfg)), result_format=result_format)
     outcomes = []
     for r in result.results:
         details = r.to_json_dict().get("result") or {}
@@ -228,7 +231,9 @@ def validate(stage: str, frame: pd.DataFrame, cfg: Config) -> SuiteOutcome:
             name=(r.expectation_config.meta or {}).get("name", r.expectation_config.type), success=bool(r.success),
             element_count=details.get("element_count"), unexpected_count=details.get("unexpected_count"),
             unexpected_percent=details.get("unexpected_percent"),
-            examples=list(details.get("partial_unexpected_list") or [])[:5], error=_raised(r.exception_info)))
+            examples=[row.get("id", row) if isinstance(row, dict) else row for row in
+                      (details.get("partial_unexpected_index_list") or details.get("partial_unexpected_list") or [])][:5],
+            error=_raised(r.exception_info)))
     order = [e.meta["name"] for e in suite.build(cfg)]
     outcomes.sort(key=lambda o: order.index(o.name) if o.name in order else len(order))  # GX does not keep the order
     return SuiteOutcome(stage, len(frame), outcomes)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestration.checks.suites import evaluate_frame, validate
+from vmas.quality.suites import evaluate_frame, validate
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,7 @@ def test_filter_static_kept_must_follow_the_threshold(cfg):
     outcome = validate("filter_static", bad, cfg)
     [failure] = outcome.failures()
     assert failure.name == "kept iff similarity < 0.7" and failure.unexpected_count == 1 and failure.error is None
+    assert failure.examples == ["b"]  # the failing row, by id
 
 
 def test_probe_ranges_and_unique_ids(cfg):

@@ -1,1 +1,0 @@
-"""One Great Expectations suite per stage output, and the runner that validates a manifest with it."""
