@@ -13,6 +13,7 @@ from vmas.cli.options import ConfigFile, Overrides, Profile, resolve
 from vmas.cli.curation import register as register_curation
 from vmas.cli.evaluation import register as register_evaluation
 from vmas.cli.generation import register as register_generation
+from vmas.cli.quality import register as register_quality
 from vmas.cli.training import register as register_training
 from vmas.config import ACTIVE_PARAMS_FILE, ConfigError, available_profiles, resolve_profile, use_profile
 from vmas.curation.stage import StageError
@@ -29,6 +30,7 @@ register_curation(app)
 register_training(app)
 register_evaluation(app)
 register_generation(app)
+register_quality(app)
 config_app = typer.Typer(help="Show, check and switch configuration profiles.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 

@@ -1,0 +1,1 @@
+"""Dagster wiring of the vmas library (assets, Great Expectations checks, sensors, schedules)."""
