@@ -40,22 +40,21 @@ demo: install
 	$(BIN)/vmas synth --workers 2
 	$(BIN)/dvc add --quiet data
 	$(BIN)/dvc push --quiet
-	$(BIN)/vmas curate --workers 2 --no-progress
-	$(BIN)/vmas train --no-progress
-	$(BIN)/vmas evaluate --no-progress
-	$(BIN)/vmas register
-	$(BIN)/vmas generate $(DEMO_VIDEO) -o artifacts/generate --no-progress
+	DAGSTER_HOME=$(CURDIR)/.dagster VMAS_WORKERS=2 VMAS_DEMO_VIDEOS=$(DEMO_VIDEO) $(BIN)/python -m orchestration.materialize
 	@echo
 	@echo "Embedded data: $$(ls data/*.mp4 | wc -l) videos in data/ (ground truth in data/*.truth.json),"
 	@echo "tracked by DVC in data.dvc and pushed to the local remote .dvc-storage/."
-	@echo "Curation manifests (Parquet) and summaries: artifacts/manifests/; clips: artifacts/clip/."
-	@echo "Demo codec, its held-out report and plots: artifacts/train_codec/ (runs in MLflow: artifacts/mlflow.db)."
-	@echo "Training set (codes + beat weights per clip): artifacts/tokenize/, indexed by artifacts/manifests/tokenize/."
+	@echo "Every stage ran as a Dagster asset, each checked by its Great Expectations suite (see above)."
+	@echo "Curation manifests (Parquet): artifacts/manifests/; clips: artifacts/clip/; demo codec: artifacts/train_codec/."
 	@echo "VMAs model: artifacts/train/model.pt (checkpoints, curves, report beside it)."
 	@echo "Evaluation on held-out videos: artifacts/evaluate/report.html (metrics.json, generated audio/ beside it)."
-	@echo "Registry: $(BIN)/vmas registry show   (the champion: models:/vmas@champion)"
-	@echo "All runs and models: $(BIN)/mlflow ui --backend-store-uri sqlite:///artifacts/mlflow.db"
 	@echo "A video with generated music: artifacts/generate/$$(basename $(DEMO_VIDEO)) (WAV and JSON sidecar beside it)."
+	@echo
+	@echo "Dagster UI (assets, checks, runs, the new-video sensor, the retraining schedule):"
+	@echo "    DAGSTER_HOME=$(CURDIR)/.dagster $(BIN)/dagster dev"
+	@echo "MLflow UI (runs, the registry; the champion is models:/vmas@champion):"
+	@echo "    $(BIN)/mlflow ui --backend-store-uri sqlite:///artifacts/mlflow.db"
+	@echo "DVC: the same stages in dvc.yaml:  source $(BIN)/activate && dvc repro && dvc metrics show"
 	@echo "Active profile: params.yaml ($$($(BIN)/vmas config show | head -1))."
 
 test: install

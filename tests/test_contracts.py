@@ -50,3 +50,39 @@ def test_every_stage_is_named_the_same_in_module_registry_and_cli():
         assert name in commands, name
         assert stage.upstream is None or stage.upstream in STAGES
     assert list(STAGES) == ["ingest", "probe", "filter_static", "remove_vocals", "clip", "beats", "tokenize"]
+
+
+DVC_STAGES = ["ingest", "probe", "filter_static", "remove_vocals", "clip", "beats", "train_codec", "tokenize", "train",
+              "evaluate", "register"]
+
+
+def test_dvc_stages_dagster_assets_and_suites_share_one_name_per_stage(repo):
+    """dvc.yaml, the Dagster assets and the GX suites are the same stages under the same names, and
+    every stage with a suite runs it: in dvc.yaml after the command, in Dagster as a blocking check."""
+    import yaml
+
+    from orchestration.checks import CHECK
+    from orchestration.definitions import defs
+    from vmas.config import Config
+    from vmas.quality.suites import SUITES
+
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == DVC_STAGES
+    for name, stage in stages.items():
+        assert stage["cmd"].startswith(f"vmas {name}"), name
+        assert (f"vmas check {name}" in stage["cmd"]) == (name in SUITES), name
+        for param in stage.get("params", []):
+            assert param.split(".")[0] in Config.model_fields, (name, param)  # a params.yaml section
+    graph = defs.resolve_asset_graph()
+    assert [k.to_user_string() for k in graph.toposorted_asset_keys] == [*DVC_STAGES, "generate"]
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert checks == {(name, CHECK) for name in SUITES}
+    assert all(graph.get_check_spec(k).blocking for k in graph.asset_check_keys)
+
+
+def test_orchestration_only_wires_the_library(repo):
+    """orchestration/ holds no ML: it imports the vmas library (lazily), never torch and friends itself."""
+    ml = {"torch", "lightning", "numpy", "librosa", "audiocraft", "demucs", "decord", "cv2"}
+    offenders = [f"{p.relative_to(repo)}: {n}" for p in (repo / "orchestration").rglob("*.py") for n in _imports(p)
+                 if n.split(".")[0] in ml]
+    assert not offenders

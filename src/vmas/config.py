@@ -17,7 +17,7 @@ from typing import Annotated, Any, Iterable, Literal
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vmas.io import atomic_write_text
 
@@ -224,6 +224,21 @@ class RegistryConfig(_Section):
                                                                                     "improve by")
 
 
+class RetrainConfig(_Section):
+    """When the orchestrator retrains: on ``cron`` (Dagster's schedule, UTC), and only when at least
+    ``min_new_clips`` usable clips were curated since the champion's training data."""
+
+    cron: str = Field(default="0 3 * * *", description="five-field cron, UTC")
+    min_new_clips: Annotated[int, Field(ge=1)] = 100
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a five-field cron expression (minute hour day month weekday)")
+        return value
+
+
 class VideoEncoderConfig(_Section):
     """Hiera-style hierarchical ViT; Q-pooling keeps time so the output is one feature per frame pair."""
 
@@ -319,6 +334,7 @@ class Config(_Section):
     generate: GenerateConfig = GenerateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegistryConfig = RegistryConfig()
+    retrain: RetrainConfig = RetrainConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":

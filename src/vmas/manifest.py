@@ -63,6 +63,16 @@ class Manifest:
     def exists(self) -> bool:
         return bool(self.parts())
 
+    def lock(self, timeout_s: float = -1):
+        """An exclusive lock on writing this manifest (two Dagster runs of different batches, or DVC
+        and Dagster at once, would otherwise number parts and compact the same folder together).
+        The lock file lives beside the folder, so the folder holds only data."""
+        from filelock import FileLock
+
+        locks = self.root.parent / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        return FileLock(locks / f"{self.root.name}.lock", timeout=timeout_s)
+
     def append(self, rows: list[dict]) -> Path | None:
         """Write ``rows`` as a new part (atomically). Returns its path, or None for no rows."""
         if not rows:

@@ -14,6 +14,7 @@ from vmas.curation.runner import manifest_dir, run_stage
 from vmas.media import write_mp4
 
 
+
 def _bad_files(folder: Path, good: Path) -> dict[str, str]:
     """The broken inputs of the issue, each with the reason tag it must get."""
     folder.mkdir()
@@ -101,3 +102,13 @@ def trained(demo_pipeline, repo):
                         "--set", "train.checkpoint_every_n_steps=6")
     first["history"] = json.loads((output_dir(cfg) / "report.json").read_text())["history"]  # not printed
     return cfg, first
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline() -> list[str]:
+    """Overrides that trim the demo profile to seconds for the orchestration tests: a 4-step codec and
+    model, a permissive codec gate, half the videos held out (so evaluation has clips to score)."""
+    return ["codec.train.max_steps=4", "codec.train.batch_size=2", "codec.gate.min_si_snr_db=-100",
+            "codec.gate.max_mel_distance=1000", "codec.gate.min_onset_f=0", "train.max_steps=4",
+            "train.val_every_n_steps=2", "train.checkpoint_every_n_steps=2", "train.val_share=0.5",
+            "train.num_workers=0", "evaluate.report_clips=1"]

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from vmas.cli.options import ConfigFile, Overrides, Profile, resolve
-from vmas.config import Config
-
-log = logging.getLogger(__name__)
-REMOTE_MODEL = ("models:/", "runs:/", "mlflow-artifacts:/")
 
 
 def expand_inputs(items: list[Path], extensions: list[str]) -> list[Path]:
@@ -41,33 +35,6 @@ def expand_inputs(items: list[Path], extensions: list[str]) -> list[Path]:
         else:
             found.append(item)
     return found
-
-
-def load_model(cfg: Config, model: Optional[str], device: str):
-    """``--model``: a model.pt, a registered package folder, or an MLflow URI; default the champion."""
-    from vmas.curation.stage import StageError
-    from vmas.generation.package import load_model_package, resolve_dtype
-    from vmas.tracking import registry
-    from vmas.training.train import model_path
-
-    codec = None
-    if model is None and registry.champion(cfg) is None:
-        if not model_path(cfg).is_file():
-            raise StageError(f"no model: the registry has no {cfg.registry.name}@champion and {model_path(cfg)} "
-                             "does not exist; train one (`make demo`) or pass --model")
-        log.warning("no champion in the registry yet: using %s (run `vmas evaluate` and `vmas register`)",
-                    model_path(cfg))
-        model = str(model_path(cfg))
-    model = model or f"models:/{cfg.registry.name}@{registry.CHAMPION}"
-    if model.startswith(REMOTE_MODEL):
-        model_file, codec = registry.download(cfg, model)
-    elif Path(model).is_dir() and (Path(model) / registry.PACKAGE_FILE).is_file():
-        info = json.loads((Path(model) / registry.PACKAGE_FILE).read_text())
-        model_file, codec = Path(model) / info["model"], Path(model) / info["codec"]
-    else:
-        model_file = Path(model)
-    dtype = resolve_dtype(cfg.generate.precision, device)
-    return load_model_package(model_file, codec, device=device, dtype=dtype), model
 
 
 def generate_command(
@@ -102,18 +69,16 @@ def generate_command(
     from vmas.codec.train_codec import select_device
     from vmas.curation.stage import StageError
     from vmas.generation.generate import GenerationSettings, generate
-    from vmas.generation.sample import SamplingSettings
+    from vmas.generation.package import load_model
 
     if original_audio not in ("drop", "keep", "duck"):
         raise typer.BadParameter(f"--original-audio must be drop, keep or duck, not {original_audio!r}")
     cfg = resolve(config, profile, set_)
-    g = cfg.generate
-    sampling = SamplingSettings(guidance=g.guidance if guidance is None else guidance,
-                                temperature=g.temperature if temperature is None else temperature,
-                                top_k=g.top_k if top_k is None else top_k, top_p=g.top_p if top_p is None else top_p)
-    settings = GenerationSettings(sampling=sampling, seed=g.seed if seed is None else seed, variants=variants,
-                                  duration_s=duration, loudness_lufs=loudness, original_audio=original_audio,
-                                  duck_db=duck_db, batch_size=g.batch_size)
+    g = cfg.generate.model_copy(update={k: v for k, v in {"guidance": guidance, "temperature": temperature,
+                                                          "top_k": top_k, "top_p": top_p, "seed": seed}.items()
+                                         if v is not None})
+    settings = GenerationSettings.from_config(g, variants=variants, duration_s=duration, loudness_lufs=loudness,
+                                              original_audio=original_audio, duck_db=duck_db)
     videos = expand_inputs(inputs, cfg.ingest.extensions)
     package, name = load_model(cfg, model, select_device(device or g.device))
     failures: list[str] = []

@@ -209,7 +209,7 @@ def train_codec(cfg: Config, logger=None, progress: bool = True) -> dict:
               "train_seconds": round(train_seconds, 1),
               "parameters": sum(p.numel() for p in model.parameters()),
               "metrics": {k: v for k, v in metrics.items() if k != "clips"}, "clips": metrics["clips"],
-              "history": module.history}
+              "run_id": logger.run_id if logger is not None else None, "history": module.history}
     plots = _plot(report, codec, held[0], cfg, out, device)
     if logger is not None:
         logger.log_metrics({f"codec/heldout_{k}": v for k, v in report["metrics"].items()}, step=t.max_steps)

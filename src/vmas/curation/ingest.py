@@ -27,7 +27,7 @@ from tqdm import tqdm
 from vmas.config import Config
 from vmas.curation.stage import Stage
 from vmas.io import atomic_path
-from vmas.manifest import ID, Manifest, schema_with
+from vmas.manifest import ID, Manifest, content_key, schema_with
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,12 @@ def _download(command: str, url: str, out: Path) -> Path | None:
 def ingest(cfg: Config, manifest_root: Path, folders: Iterable[Path] = (), path_manifests: Iterable[str] = (),
            disco: Iterable[str] = (), batch: str | None = None, progress: bool = True) -> dict:
     """Add new videos to the ingest manifest; returns counts (new, known, duplicates, missing)."""
+    with Manifest(manifest_root).lock():
+        return _ingest(cfg, manifest_root, folders, path_manifests, disco, batch, progress)
+
+
+def _ingest(cfg: Config, manifest_root: Path, folders: Iterable[Path], path_manifests: Iterable[str],
+            disco: Iterable[str], batch: str | None, progress: bool) -> dict:
     out = Manifest(manifest_root, SCHEMA)
     batch = batch or time.strftime("batch-%Y%m%d-%H%M%S", time.gmtime())
     known_ids: set[str] = set()
@@ -199,6 +205,37 @@ def ingest(cfg: Config, manifest_root: Path, folders: Iterable[Path] = (), path_
     log.info("ingest: %d new, %d already known, %d duplicates, %d missing", counts["new"], counts["known"],
              counts["duplicate"], counts["missing"], extra={"fields": {"batch": counts["batch"]}})
     return counts
+
+
+def unregistered_files(cfg: Config, manifest_root: Path) -> list[Path]:
+    """Video files under ``paths.data_dir`` that ingest has not registered under their current path,
+    size and time (what a sensor polls: no file is read, only listed). Files with the same bytes as a
+    known video under another name stay listed: ingest counts them as duplicates."""
+    known = {(row["path"], row["size_bytes"], row["mtime_ns"])
+             for row in Manifest(manifest_root).iter_rows(["path", "size_bytes", "mtime_ns"])}
+    found = []
+    for path in scan_folder(Path(cfg.paths.data_dir), cfg.ingest.extensions):
+        path = path.resolve()
+        stat = path.stat()
+        if (str(path), stat.st_size, stat.st_mtime_ns) not in known:
+            found.append(path)
+    return found
+
+
+def batch_name(files: Iterable[Path]) -> str:
+    """A batch named after the files it starts with, so that polling the same new files twice names
+    the same batch (and registers nothing twice)."""
+    return f"batch-{content_key(sorted(str(f) for f in files))[:12]}"
+
+
+def batch_video_ids(manifest_root: Path, batch: str) -> set[str]:
+    """Ids of the videos ingest registered in ``batch`` (a Dagster partition is one batch)."""
+    return {row[ID] for row in Manifest(manifest_root).iter_rows([ID, "batch"]) if row["batch"] == batch}
+
+
+def batches(manifest_root: Path) -> list[str]:
+    """Every batch name in the ingest manifest, sorted."""
+    return sorted({row["batch"] for row in Manifest(manifest_root).iter_rows(["batch"])})
 
 
 STAGE = Stage(

@@ -89,10 +89,26 @@ def _batched(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
+def video_id(row: dict) -> str:
+    """The ingested video a row comes from (clip-level rows carry it; video-level rows are it)."""
+    return row.get("video_id") or row[ID]
+
+
 def run_stage(name: str, cfg: Config, workers: int = 1, chunk_size: int = 16, progress: bool = True,
-              limit: int | None = None) -> StageReport:
-    """Run stage ``name`` over its upstream manifest; returns what it did (also written as JSON)."""
+              limit: int | None = None, batch: str | None = None) -> StageReport:
+    """Run stage ``name`` over its upstream manifest; returns what it did (also written as JSON).
+
+    ``batch`` restricts the run to the videos of one ingest batch (a Dagster partition); the
+    report then counts that batch's rows, and the stage summary JSON is left as it was.
+    """
+    with Manifest(manifest_dir(cfg, name)).lock():
+        return _run_stage(name, cfg, workers, chunk_size, progress, limit, batch)
+
+
+def _run_stage(name: str, cfg: Config, workers: int, chunk_size: int, progress: bool, limit: int | None,
+               batch: str | None) -> StageReport:
     from vmas.curation import STAGES
+    from vmas.curation.ingest import batch_video_ids
 
     stage = STAGES[name]
     if stage.process is None:
@@ -102,6 +118,7 @@ def run_stage(name: str, cfg: Config, workers: int = 1, chunk_size: int = 16, pr
     upstream = Manifest(manifest_dir(cfg, stage.upstream))
     if not upstream.exists():
         raise StageError(f"{name}: no {stage.upstream} manifest in {upstream.root}; run `vmas {stage.upstream}` first")
+    videos = None if batch is None else batch_video_ids(manifest_dir(cfg, "ingest"), batch)
     out = Manifest(manifest_dir(cfg, name), stage.schema)
     done = out.done_keys()
     report = StageReport(name)
@@ -110,7 +127,7 @@ def run_stage(name: str, cfg: Config, workers: int = 1, chunk_size: int = 16, pr
     def todo() -> Iterator[tuple[dict, str]]:
         taken = 0
         for row in upstream.iter_rows():
-            if not stage.accepts(row):
+            if not stage.accepts(row) or (videos is not None and video_id(row) not in videos):
                 continue
             if limit is not None and taken >= limit:
                 return
@@ -139,19 +156,36 @@ def run_stage(name: str, cfg: Config, workers: int = 1, chunk_size: int = 16, pr
         bar.close()
         if pool:
             pool.shutdown(cancel_futures=True)
-    # Drop rows of inputs gone upstream, but only after a full pass: --limit sees a part of them.
-    out.compact(keep_inputs=current if limit is None else None)
-    _summarize(out, report)
+    # Drop rows of inputs gone upstream, but only after a full pass: --limit and a batch see a part of them.
+    out.compact(keep_inputs=current if limit is None and batch is None else None)
+    view = out if videos is None else BatchView(out, videos)
+    _summarize(view, report)
     report.seconds = round(time.perf_counter() - started, 3)
     if stage.summarize is not None:
-        report.extra = stage.summarize(out, settings)
-    atomic_write_json(summary_path(cfg, name), report.as_dict())
+        report.extra = stage.summarize(view, settings)
+    if batch is None:
+        atomic_write_json(summary_path(cfg, name), report.as_dict())
     log.info("%s: %d processed, %d already done, %d rows, %d errors", name, report.processed, report.skipped,
              report.rows, report.errors, extra={"fields": {"seconds": report.seconds, **report.errors_by_reason}})
     return report
 
 
-def _summarize(out: Manifest, report: StageReport) -> None:
+class BatchView:
+    """The rows of a manifest that come from some videos (one ingest batch), read like a Manifest."""
+
+    def __init__(self, manifest: Manifest, videos: set[str]):
+        self.manifest, self.videos = manifest, videos
+
+    def iter_rows(self, columns: list[str] | None = None) -> Iterator[dict]:
+        names = self.manifest.schema.names
+        wanted = None if columns is None else list(dict.fromkeys([*columns, ID, *(["video_id"] if "video_id" in names
+                                                                                    else [])]))
+        for row in self.manifest.iter_rows(wanted):
+            if video_id(row) in self.videos:
+                yield row if columns is None else {c: row[c] for c in columns}
+
+
+def _summarize(out: Manifest | BatchView, report: StageReport) -> None:
     reasons: Counter[str] = Counter()
     rows = 0
     for row in out.iter_rows([ERROR]):

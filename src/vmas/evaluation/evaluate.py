@@ -212,7 +212,8 @@ def _generate_and_score(cfg: Config, model_file: Path, out: Path, device: str, p
         "retrieval_r10": recall[10],
     }
     return {"stage": NAME, "model": str(model_file), "model_sha256": package.sha256, "codec": str(package.codec_path),
-            "clips": n, "videos": len({r["video_id"] for r in rows}), "embedding": embedder.name,
+            "clips": n, "videos": len({r["video_id"] for r in rows}), "trained_on": package.trained_on,
+            "embedding": embedder.name,
             "embedding_dim": int(gen_emb.shape[1]), "embedding_windows": [int(len(gen_emb)), int(len(ref_emb))],
             "tagger": embedder.name if tags["gen"] else None, "sampling": {**settings.__dict__, "seed": g.seed},
             "motion_threshold": thr, "chance": {"retrieval_r1": 1 / n, "retrieval_r10": min(10 / n, 1.0)},

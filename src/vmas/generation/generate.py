@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from vmas.config import GenerateConfig
 from vmas.generation.package import ModelPackage
 from vmas.generation.sample import SamplingSettings, generate_codes
 from vmas.generation.video_input import ModelFrames, VideoInfo, inspect_video
@@ -44,6 +45,12 @@ class GenerationSettings:
     duck_db: float = -12.0
     overlap_s: float = 2.0  # music carried into the next window of a long video
     batch_size: int = 8  # sequences sampled together (videos x variants)
+
+    @classmethod
+    def from_config(cls, g: GenerateConfig, **changes) -> "GenerationSettings":
+        """The ``generate`` section's sampling settings, seed and batch size; ``changes`` set other fields."""
+        sampling = SamplingSettings(guidance=g.guidance, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
+        return cls(**{"sampling": sampling, "seed": g.seed, "batch_size": g.batch_size, **changes})
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ checks that the codec is the one the model was trained on.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ class ModelPackage:
     path: Path
     sha256: str  # of the model file: names this exact model in reports and the registry
     codec_path: Path
+    trained_on: dict | None = None  # {"clips", "fingerprint"} of its training data (None: an older file)
 
 
 def resolve_dtype(precision: str, device: str) -> torch.dtype:
@@ -75,4 +77,33 @@ def load_model_package(path: str | Path, codec_path: str | Path | None = None, d
     model.load_state_dict(package["state_dict"])
     model = model.to(device=device, dtype=dtype).eval()
     log.info("loaded %s (%d parameters, codec %s)", path, sum(p.numel() for p in model.parameters()), codec_file)
-    return ModelPackage(model, codec, cfg, path, file_sha256(path), codec_file)
+    return ModelPackage(model, codec, cfg, path, file_sha256(path), codec_file, package.get("trained_on"))
+
+
+REMOTE_MODEL = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+def load_model(cfg: Config, model: str | None, device: str) -> tuple[ModelPackage, str]:
+    """``model``: a model.pt, a registered package folder, or an MLflow URI; None: the registry's champion
+    (or, before anything is registered, the last trained model.pt). Returns the package and its name."""
+    from vmas.tracking import registry
+    from vmas.training.train import model_path
+
+    codec = None
+    if model is None and registry.champion(cfg) is None:
+        if not model_path(cfg).is_file():
+            raise StageError(f"no model: the registry has no {cfg.registry.name}@champion and {model_path(cfg)} "
+                             "does not exist; train one (`make demo`) or pass --model")
+        log.warning("no champion in the registry yet: using %s (run `vmas evaluate` and `vmas register`)",
+                    model_path(cfg))
+        model = str(model_path(cfg))
+    model = model or f"models:/{cfg.registry.name}@{registry.CHAMPION}"
+    if model.startswith(REMOTE_MODEL):
+        model_file, codec = registry.download(cfg, model)
+    elif Path(model).is_dir() and (Path(model) / registry.PACKAGE_FILE).is_file():
+        info = json.loads((Path(model) / registry.PACKAGE_FILE).read_text())
+        model_file, codec = Path(model) / info["model"], Path(model) / info["codec"]
+    else:
+        model_file = Path(model)
+    dtype = resolve_dtype(cfg.generate.precision, device)
+    return load_model_package(model_file, codec, device=device, dtype=dtype), model

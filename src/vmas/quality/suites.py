@@ -239,12 +239,16 @@ def validate(stage: str, frame: pd.DataFrame, cfg: Config) -> SuiteOutcome:
     return SuiteOutcome(stage, len(frame), outcomes)
 
 
-def check_stage(stage: str, cfg: Config) -> SuiteOutcome:
-    """Validate what ``stage`` wrote under ``cfg.paths.artifacts_dir`` (its manifest, or evaluate's metrics)."""
+def check_stage(stage: str, cfg: Config, batch: str | None = None) -> SuiteOutcome:
+    """Validate what ``stage`` wrote under ``cfg.paths.artifacts_dir`` (its manifest, or evaluate's metrics).
+
+    ``batch`` validates only the rows of one ingest batch (a Dagster partition).
+    """
     import json
     from pathlib import Path
 
-    from vmas.curation.runner import manifest_dir
+    from vmas.curation.ingest import batch_video_ids
+    from vmas.curation.runner import manifest_dir, video_id
     from vmas.manifest import Manifest
 
     if stage not in SUITES:
@@ -257,4 +261,9 @@ def check_stage(stage: str, cfg: Config) -> SuiteOutcome:
     manifest = Manifest(manifest_dir(cfg, stage))
     if not manifest.exists():
         raise FileNotFoundError(f"{manifest_dir(cfg, stage)}: no manifest (run `vmas {stage}`)")
-    return validate(stage, manifest.read().to_pandas(), cfg)
+    frame = manifest.read().to_pandas()
+    if batch is not None:
+        videos = batch_video_ids(manifest_dir(cfg, "ingest"), batch)
+        frame = frame[[video_id(row) in videos for row in frame[["id", *(["video_id"] if "video_id" in frame else [])]]
+                       .to_dict("records")]]
+    return validate(stage, frame, cfg)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from vmas.config import Config, RegistryConfig
 from vmas.curation.stage import StageError
+from vmas.io import atomic_write_json
 from vmas.tracking.runs import tracking_uri
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ def _metrics_of(version) -> dict[str, float]:
 def _version_info(version, aliases: list[str]) -> dict:
     return {"version": int(version.version), "aliases": aliases, "metrics": _metrics_of(version),
             "run_id": version.run_id, "source": version.source, "model_sha256": version.tags.get("model_sha256"),
-            "promotion": version.tags.get("promotion"), "created": version.creation_timestamp}
+            "promotion": version.tags.get("promotion"), "created": version.creation_timestamp,
+            "train_clips": int(version.tags["train_clips"]) if version.tags.get("train_clips", "").isdigit() else None}
 
 
 def _aliases(c, name: str) -> dict[int, list[str]]:
@@ -145,13 +147,26 @@ def _package(evaluation: dict, folder: Path) -> None:
                                                    "model_sha256": evaluation["model_sha256"]}, indent=2))
 
 
+def registration_path(cfg: Config) -> Path:
+    """Where :func:`register` records its outcome (the ``register`` stage's output for DVC)."""
+    return Path(cfg.paths.artifacts_dir) / "register" / "registration.json"
+
+
 def register(cfg: Config, evaluation: dict, evaluation_dir: str | Path) -> dict:
     """Register the evaluated model (idempotent), alias it ``challenger``, and promote it if it wins.
 
     ``evaluation`` is ``evaluation.json``'s content; its ``run_id`` (the evaluation's MLflow run)
     receives the package, so the version's run holds the metrics and the report. Returns
-    ``{"version", "promoted", "reason", "champion", "new"}``.
+    ``{"version", "promoted", "reason", "champion", "new", "model_sha256"}``, also written to
+    :func:`registration_path`.
     """
+    result = _register(cfg, evaluation, Path(evaluation_dir))
+    atomic_write_json(registration_path(cfg), {**result, "name": cfg.registry.name,
+                                               "model_sha256": evaluation["model_sha256"]})
+    return result
+
+
+def _register(cfg: Config, evaluation: dict, evaluation_dir: Path) -> dict:
     c, name, sha = client(cfg), cfg.registry.name, evaluation["model_sha256"]
     if not _exists(c, name):
         c.create_registered_model(name, description="VMAs video-to-music models (vmas register)")
@@ -162,7 +177,6 @@ def register(cfg: Config, evaluation: dict, evaluation_dir: str | Path) -> dict:
                 "reason": v.tags.get("promotion", ""), "champion": current and current["version"], "new": False}
 
     run_id = evaluation.get("run_id") or _new_run(c, cfg)
-    evaluation_dir = Path(evaluation_dir)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         folder.mkdir()
@@ -173,7 +187,9 @@ def register(cfg: Config, evaluation: dict, evaluation_dir: str | Path) -> dict:
         c.log_artifacts(run_id, str(folder), "model")
     source = f"{c.get_run(run_id).info.artifact_uri}/model"
     metrics = {k: v for k, v in evaluation["metrics"].items() if v is not None}
+    trained_on = evaluation.get("trained_on") or {}
     tags = {"model_sha256": sha, "embedding": evaluation.get("embedding", ""), "clips": str(evaluation.get("clips")),
+            "train_clips": str(trained_on.get("clips", "")), "train_fingerprint": trained_on.get("fingerprint", ""),
             **{f"metric.{k}": repr(float(v)) for k, v in metrics.items()}}
     version = c.create_model_version(name, source, run_id=run_id, tags=tags,
                                      description=f"evaluated on {evaluation.get('clips')} held-out clips")

@@ -3,8 +3,9 @@
 Outputs under ``<artifacts>/train/``: ``checkpoints/`` (Lightning, every
 ``train.checkpoint_every_n_steps`` and ``last.ckpt``), ``model.pt`` (the final weights, EMA when
 enabled, with the resolved config and the codec they belong to: what evaluate and generate
-load), ``training_curves.png`` and ``report.json``. A run finds ``last.ckpt`` and resumes
-from it unless told not to; under torchrun or a cluster launcher, Lightning reads the ranks from
+load), ``training_curves.png``, ``training_curve.csv`` and ``report.json``. A run finds
+``last.ckpt`` and resumes from it unless told not to, as long as the data and the settings are
+those the checkpoints were trained on (else it starts afresh: see :func:`training_data`); under torchrun or a cluster launcher, Lightning reads the ranks from
 the environment (``train.strategy: ddp`` or ``fsdp``).
 """
 
@@ -64,15 +65,52 @@ class History(Callback):
             self.rows.append({"step": int(trainer.global_step), **row})
 
 
-def codec_for_training(cfg: Config):
+def _codec_path(cfg: Config) -> Path:
     """The codec the tokens were made with (its codebooks feed the contrastive loss)."""
-    from vmas.codec import load_codec
     from vmas.codec.train_codec import resolve_codec_path
 
     path = resolve_codec_path(cfg)
     if path is None:
         raise StageError("train: no codec (codec.pretrained is null and no demo codec was trained); run `vmas curate`")
-    return path, load_codec(path)
+    return path
+
+
+# train.* keys that change how a run is executed or observed, not what it learns
+RUNTIME_KEYS = {"val_every_n_steps", "checkpoint_every_n_steps", "num_workers", "strategy", "devices", "accelerator"}
+RUN_FILE = "run.json"  # in checkpoints/: what the checkpoints there were trained on
+
+
+def training_data(cfg: Config, codec_sha: str) -> dict:
+    """What a model is trained on: ``{"clips", "fingerprint"}``; the fingerprint covers every usable
+    clip's id and key, the codec and the settings that change the result (not the runtime ones).
+
+    A different fingerprint starts training afresh: new curated data (the retraining schedule) or a
+    changed ``train.lr`` must not resume, or be skipped as done, on the old run's checkpoints.
+    """
+    from vmas.curation.runner import manifest_dir
+    from vmas.manifest import Manifest, content_key
+
+    clips = sorted((r["id"], r["key"]) for r in Manifest(manifest_dir(cfg, "tokenize")).iter_rows(["id", "key", "error"])
+                   if r["error"] is None)
+    settings = {"train": cfg.train.model_dump(mode="json", exclude=RUNTIME_KEYS), "model": cfg.model.model_dump(mode="json"),
+                "video": cfg.video.model_dump(mode="json"), "clip": cfg.clip.model_dump(mode="json")}
+    return {"clips": len(clips), "fingerprint": content_key(NAME, clips, settings, codec_sha)}
+
+
+def _retire_stale_checkpoints(folder: Path, fingerprint: str) -> None:
+    """Move checkpoints of another data set or other settings to ``checkpoints.previous/`` (one kept)."""
+    import shutil
+
+    stamp = folder / RUN_FILE
+    if not folder.is_dir() or not any(folder.glob("*.ckpt")):
+        return
+    if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
+        return
+    previous = folder.with_name("checkpoints.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    folder.rename(previous)
+    log.warning("train: the data or settings changed since %s was written; starting afresh (old checkpoints moved to "
+                "%s)", folder, previous)
 
 
 def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, max_steps: int | None = None,
@@ -82,6 +120,7 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
     ``max_steps`` stops early (a partial run; the schedule still spans ``train.max_steps``, so a
     resumed run continues exactly). ``callbacks`` are added to Lightning's (e.g. an orchestrator's).
     """
+    from vmas.codec import load_codec
     from vmas.curation.runner import manifest_dir
     from vmas.curation.tokenize import file_sha256
 
@@ -89,18 +128,23 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
     steps = min(max_steps or t.max_steps, t.max_steps)
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    last = out / "checkpoints" / "last.ckpt"
-    ckpt = str(last) if resume and last.is_file() else None
-    done = _checkpoint_step(last) if ckpt else 0
-    if done >= steps and model_path(cfg).is_file() and (out / "report.json").is_file():
-        log.info("train: %s is already at step %d of %d; nothing to do", last, done, steps)
-        return json.loads((out / "report.json").read_text())
-    L.seed_everything(t.seed, workers=True, verbose=False)
-    codec_path, codec = codec_for_training(cfg)
+    codec_path = _codec_path(cfg)
     codec_sha = file_sha256(codec_path)
     stale = {r["codec_sha256"] for r in _codec_hashes(manifest_dir(cfg, "tokenize")) if r["error"] is None} - {codec_sha}
     if stale:
         raise StageError(f"train: some tokens were made with another codec than {codec_path}; run `vmas tokenize`")
+    trained_on = training_data(cfg, codec_sha)
+    _retire_stale_checkpoints(out / "checkpoints", trained_on["fingerprint"])
+    last = out / "checkpoints" / "last.ckpt"
+    ckpt = str(last) if resume and last.is_file() else None
+    done = _checkpoint_step(last) if ckpt else 0
+    previous = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
+    if done >= steps and model_path(cfg).is_file() and previous.get("trained_on") == trained_on:
+        log.info("train: %s is already at step %d of %d on the same data and settings; nothing to do", last, done, steps)
+        return previous
+    atomic_write_json(out / "checkpoints" / RUN_FILE, trained_on)
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    codec = load_codec(codec_path)
 
     model = build_vmas(cfg, codec.codebook_embeddings())
     module = VMAsTraining(model, LossSettings(t.beat_weighting, t.contrastive_weight, cfg.model.temperature),
@@ -136,14 +180,17 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     seconds = time.perf_counter() - started
 
-    report = {"stage": NAME, "steps": int(trainer.global_step), "train_clips": len(data.train_rows),
+    report = {"stage": NAME, "steps": int(trainer.global_step), "trained_on": trained_on,
+              "train_clips": len(data.train_rows),
               "val_clips": len(data.val_rows), "clips": len(data.train_rows) + len(data.val_rows), "seconds": round(seconds, 1),
               "parameters": sum(p.numel() for p in model.parameters()), "codec": str(codec_path),
               "codec_sha256": codec_sha, "resumed_from": ckpt, "ema_decay": t.ema_decay,
-              "final": {k: float(v) for k, v in trainer.callback_metrics.items()}, "history": history.rows}
+              "final": {k: float(v) for k, v in trainer.callback_metrics.items()},
+              "run_id": logger.run_id if logger is not None else None, "history": history.rows}
     if trainer.is_global_zero:
-        save_model(module.model, cfg, codec_path, codec_sha, model_path(cfg))
+        save_model(module.model, cfg, codec_path, codec_sha, model_path(cfg), trained_on)
         plots = _plot(history.rows, out)
+        _write_curve(history.rows, out / CURVE_FILE, resumed_at=done if ckpt else None)
         atomic_write_json(out / "report.json", report)
         log_artifacts(logger, [out / "report.json", *plots], NAME)
         log.info("train: %d steps in %.0f s; final weights %s", report["steps"], seconds, model_path(cfg))
@@ -166,8 +213,10 @@ def _devices(setting: str):
     return int(setting) if setting.isdigit() else setting
 
 
-def save_model(model: torch.nn.Module, cfg: Config, codec_path: Path, codec_sha: str, path: Path) -> None:
-    """The final weights with what is needed to use them: ``{"state_dict", "config", "codec", "codec_sha256"}``.
+def save_model(model: torch.nn.Module, cfg: Config, codec_path: Path, codec_sha: str, path: Path,
+               trained_on: dict | None = None) -> None:
+    """The final weights with what is needed to use them: ``{"state_dict", "config", "codec", "codec_sha256",
+    "trained_on"}`` (``trained_on``: the clip count and data fingerprint, see :func:`training_data`).
 
     Saved through a buffer: ``torch.save`` to a file names the archive after the (temporary) file,
     so the same weights would hash differently on every save; the registry and ``vmas evaluate``
@@ -176,11 +225,37 @@ def save_model(model: torch.nn.Module, cfg: Config, codec_path: Path, codec_sha:
     import io
 
     package = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "config": cfg.model_dump(mode="json"), "codec": str(codec_path), "codec_sha256": codec_sha}
+               "config": cfg.model_dump(mode="json"), "codec": str(codec_path), "codec_sha256": codec_sha,
+               "trained_on": trained_on}
     buffer = io.BytesIO()
     torch.save(package, buffer)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
+
+
+CURVE_FILE = "training_curve.csv"  # one row per logged step: what `dvc plots show` draws
+CURVE_COLUMNS = ("step", "train/loss", "train/ce", "train/contrastive", "val/ce", "val/contrastive")
+
+
+def _write_curve(rows: list[dict], path: Path, resumed_at: int | None) -> None:
+    """The losses by step as CSV; a resumed run keeps the earlier steps of the file it continues."""
+    import csv
+    import io
+
+    by_step: dict[int, dict] = {}
+    if resumed_at is not None and path.is_file():
+        for row in csv.DictReader(path.open()):
+            if int(row["step"]) <= resumed_at:
+                by_step[int(row["step"])] = {k: v for k, v in row.items() if v != ""}
+    for row in rows:
+        by_step.setdefault(row["step"], {}).update(row)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=[c.replace("/", "_") for c in CURVE_COLUMNS], extrasaction="ignore")
+    writer.writeheader()
+    for step in sorted(by_step):
+        writer.writerow({k.replace("/", "_"): v for k, v in by_step[step].items()})
+    with atomic_path(path) as tmp:
+        tmp.write_text(text.getvalue())
 
 
 def _plot(rows: list[dict], out: Path) -> list[Path]:

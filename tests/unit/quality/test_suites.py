@@ -70,3 +70,38 @@ def test_remove_vocals_allows_a_share_of_loud_residuals(cfg):
     loud = quiet.assign(residual_vocal_db=[-20.0] * 8 + [-3.0, -2.0])
     [failure] = validate("remove_vocals", loud, cfg).failures()
     assert failure.unexpected_count == 2
+
+
+def _probe_manifest(cfg, rows: list[dict]) -> None:
+    from vmas.curation import STAGES
+    from vmas.curation.runner import manifest_dir
+    from vmas.manifest import Manifest
+
+    full = [{"input_id": r["id"], "key": "k", "error": None, "duration_s": 8.0, "fps": 25.0, "rotation": 0, **r}
+            for r in rows]
+    Manifest(manifest_dir(cfg, "probe"), STAGES["probe"].schema).append(full)
+
+
+def test_vmas_check_names_the_failing_expectation_and_rows_and_exits_1(cfg, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from vmas.cli.main import app
+
+    cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"artifacts_dir": tmp_path})})
+    args = ["check", "probe", "--set", f"paths.artifacts_dir={tmp_path}"]
+    missing = CliRunner().invoke(app, args)
+    assert missing.exit_code != 0 and "no manifest (run `vmas probe`)" in str(missing.exception)
+    _probe_manifest(cfg, [{"id": "good"}, {"id": "fast", "fps": 1000.0}, {"id": "broken", "fps": None,
+                                                                         "error": "unreadable: x.mp4"}])
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 1, result.output
+    outcome = json.loads(result.output)
+    assert outcome["rows"] == 2 and not outcome["success"]  # the failed row is the stage's business, not the suite's
+    [failed] = [e for e in outcome["expectations"] if not e["success"]]
+    assert failed["name"] == "fps in range" and failed["unexpected_count"] == 1 and failed["examples"] == ["fast"]
+    text = CliRunner().invoke(app, args)
+    assert "FAIL fps in range  1 of 2 rows, e.g. ['fast']" in text.output and "probe: 2 rows, FAILED" in text.output
+    _probe_manifest(cfg, [{"id": "fast"}])
+    assert CliRunner().invoke(app, args).exit_code == 0

@@ -1,5 +1,7 @@
 """Promotion logic, and the registry against a real MLflow SQLite store: versions, aliases, rollback."""
 
+import json
+
 import pytest
 import torch
 
@@ -109,3 +111,38 @@ def test_the_champion_downloads_as_a_loadable_package(store, tmp_path):
 def test_no_registry_yet(store):
     cfg, _ = store
     assert registry.champion(cfg) is None and registry.versions(cfg) == []
+
+
+def _tokenize_manifest(cfg, clips: int) -> None:
+    """A tokenize manifest with ``clips`` usable rows and one failed row (only the columns read here)."""
+    import pyarrow as pa
+
+    from vmas.curation.runner import manifest_dir
+    from vmas.manifest import Manifest, schema_with
+
+    rows = [{"id": f"v/{i:04d}", "input_id": f"v/{i:04d}", "key": "k", "error": None} for i in range(clips)]
+    rows.append({"id": "w/0000", "input_id": "w/0000", "key": "k", "error": "unreadable: w.mp4"})
+    Manifest(manifest_dir(cfg, "tokenize"), schema_with(pa.field("tokens_path", pa.string()))).append(rows)
+
+
+def test_retraining_is_due_when_enough_clips_arrived_since_the_champion(store, tmp_path):
+    from vmas.training.retrain import retraining_decision
+
+    cfg, codec_file = store
+    cfg = cfg.model_copy(update={"retrain": cfg.retrain.model_copy(update={"min_new_clips": 4})})
+    assert not retraining_decision(cfg).due  # no clips at all
+    _tokenize_manifest(cfg, 3)
+    first = retraining_decision(cfg)
+    assert first.due and first.reason == "no champion yet; 3 clips to train on" and first.clips == 3
+    evaluation = {**_evaluation(cfg, codec_file, tmp_path / "e1", 1, 0.2, 5.0),
+                  "trained_on": {"clips": 3, "fingerprint": "f1"}}
+    registry.register(cfg, evaluation, tmp_path / "e1")
+    assert registry.champion(cfg)["train_clips"] == 3
+    assert json.loads(registry.registration_path(cfg).read_text())["version"] == 1
+    _tokenize_manifest(cfg, 6)  # 3 more: not enough
+    waiting = retraining_decision(cfg)
+    assert not waiting.due and waiting.reason == ("3 new clips since champion version 1 was trained on 3; "
+                                                  "retrain.min_new_clips is 4")
+    _tokenize_manifest(cfg, 7)
+    due = retraining_decision(cfg)
+    assert due.due and due.champion_clips == 3 and due.data_key != waiting.data_key

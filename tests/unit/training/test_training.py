@@ -152,3 +152,36 @@ def test_extra_callbacks_are_called(token_set):
     recorder = _Recorder()
     train(_with(token_set, max_steps=2), progress=False, callbacks=[recorder])
     assert recorder.steps == [1, 2]
+
+
+def test_new_data_or_settings_start_afresh_and_the_same_ones_are_done(token_set):
+    import csv
+
+    from vmas.training.train import CURVE_FILE, output_dir, training_data
+
+    cfg = _with(token_set, max_steps=4, checkpoint_every_n_steps=2)
+    first = train(cfg, progress=False)
+    assert train(cfg, progress=False) == first  # same clips, same settings: nothing to do
+    changed = _with(cfg, lr=cfg.train.lr * 2)
+    second = train(changed, progress=False)
+    assert second["resumed_from"] is None and second["steps"] == 4
+    assert second["trained_on"]["fingerprint"] != first["trained_on"]["fingerprint"]
+    assert (output_dir(cfg) / "checkpoints.previous" / "last.ckpt").is_file()  # the old run, kept aside
+    sha = first["codec_sha256"]
+    runtime = _with(changed, val_every_n_steps=1, checkpoint_every_n_steps=1, num_workers=1)
+    assert training_data(runtime, sha) == training_data(changed, sha) == second["trained_on"]
+    with open(output_dir(cfg) / CURVE_FILE) as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
+
+
+def test_a_resumed_run_keeps_the_curve_of_the_steps_before(token_set):
+    import csv
+
+    from vmas.training.train import CURVE_FILE, output_dir
+
+    cfg = _with(token_set, max_steps=4, checkpoint_every_n_steps=2)
+    train(cfg, progress=False, max_steps=2)
+    train(cfg, progress=False)
+    with open(output_dir(cfg) / CURVE_FILE) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4] and all(r["train_loss"] for r in rows)
