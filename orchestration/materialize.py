@@ -2,9 +2,10 @@
 ``python -m orchestration.materialize``.
 
 New videos under ``paths.data_dir`` become a batch, exactly as the ``new_videos`` sensor would
-register them; each new batch is then curated and everything downstream (codec, model,
-evaluation, registration, the demo video) materialised, with every blocking check. With no new
-videos, the newest batch is materialised again (stages skip what is done). Runs are recorded
+register them; each new batch is then curated and everything downstream (codec, tokens, model,
+evaluation, registration, the demo video) materialised, with every blocking check (see
+:func:`materialize_all` for the runs). With no new videos, the newest batch is materialised again
+(stages skip what is done). Runs are recorded
 in the Dagster instance at ``$DAGSTER_HOME`` (default ``./.dagster``), so ``dagster dev`` shows
 them afterwards.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration.assets.curation import ingest_batches
+from vmas.curation import STAGES
 from orchestration.automation import new_videos
 
 
@@ -44,27 +46,51 @@ def batches_to_run(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[s
 
 
 def materialize_all(instance: dg.DagsterInstance, defs: dg.Definitions, log_level: str = "INFO") -> list:
-    """One run of every asset (and check) per batch to run; returns the runs' results."""
+    """Every asset and check, in runs that keep the codec and the tokens consistent; returns the results.
+
+    1. each batch to run: ``ingest`` to ``beats`` for that partition;
+    2. ``train_codec`` (it reads every batch's clips, so new clips may give a new codec);
+    3. ``tokenize`` for every partition: new batches, and old ones again if the codec changed
+       (otherwise each is already done and costs a moment);
+    4. ``train``, ``evaluate``, ``register`` and ``generate``.
+
+    Stops at the first failed run (a blocking check failing, for instance).
+    """
     job = defs.resolve_implicit_global_asset_job_def()
-    results = []
-    for batch in batches_to_run(instance, defs):
-        results.append(job.execute_in_process(
-            instance=instance, partition_key=batch, raise_on_error=False, tags={"vmas/source": "materialize"},
+    results: list = []
+
+    def run(assets: list[str], partition: str | None = None) -> bool:
+        subset = job.get_subset(asset_selection={dg.AssetKey(a) for a in assets})
+        results.append(subset.execute_in_process(
+            instance=instance, partition_key=partition, raise_on_error=False, tags={"vmas/source": "materialize"},
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}}))
-        if not results[-1].success:
-            break
+        return results[-1].success
+
+    batches = batches_to_run(instance, defs)
+    if not batches:
+        return results
+    curation = [name for name in STAGES if name != "tokenize"]
+    if not all(run(curation, batch) for batch in batches) or not run(["train_codec"]):
+        return results
+    if all(run(["tokenize"], batch) for batch in instance.get_dynamic_partitions(ingest_batches.name)):
+        run(["train", "evaluate", "register", "generate"])
     return results
 
 
-def describe(result, defs: dg.Definitions) -> list[str]:
-    """A line per asset, in pipeline order: materialised or not, and its check."""
-    done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    checks = {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
-    failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+def describe(results: list, defs: dg.Definitions) -> list[str]:
+    """A line per asset, in pipeline order: materialised (in how many runs) or not, and its last check."""
+    done: dict[str, int] = {}
+    checks, failed = {}, set()
+    for result in results:
+        for e in result.get_asset_materialization_events():
+            done[e.asset_key.to_user_string()] = done.get(e.asset_key.to_user_string(), 0) + 1
+        checks.update({e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()})
+        failed |= {e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"}
     lines = []
     for name in (key.to_user_string() for key in defs.resolve_asset_graph().toposorted_asset_keys):
         check = checks.get(name)
-        state = "materialised" if name in done else "FAILED" if name in failed else "not run (upstream failed)"
+        state = (f"materialised{f' ({done[name]} batches)' if done.get(name, 0) > 1 else ''}" if name in done
+                 else "FAILED" if name in failed else "not run (upstream failed)")
         verdict = "" if check is None else f"  check: {'passed' if check.passed else 'FAILED'} ({check.description})"
         lines.append(f"  {name:14s} {state}{verdict}")
     return lines
@@ -83,9 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             print("no batches: no videos under the data folder", file=sys.stderr)
             return 1
         for result in results:
-            print(f"run {result.run_id} (batch {result.dagster_run.tags.get('dagster/partition')}): "
+            batch = result.dagster_run.tags.get("dagster/partition")
+            print(f"run {result.run_id}{f' (batch {batch})' if batch else ''}: "
                   f"{'success' if result.success else 'FAILED'}")
-            print("\n".join(describe(result, defs)))
+        print("\n".join(describe(results, defs)))
     print(f"Dagster UI: DAGSTER_HOME={home} dagster dev   (runs, asset lineage, check results)")
     return 0 if all(r.success for r in results) else 1
 

@@ -49,8 +49,9 @@ def curated(tiny_set, tmp_path_factory, repo):
 
 @pytest.fixture(scope="session")
 def demo_pipeline(tmp_path_factory, repo):
-    """The demo as `make demo` runs it, with the shipped demo profile: `vmas synth` then `vmas curate`
-    (curation, the demo codec's training and gate, tokenize), as subprocesses, in a fresh folder."""
+    """The demo's data with the shipped demo profile, built by the CLI: `vmas synth` then `vmas curate`
+    (curation, the demo codec's training and gate, tokenize: the stages and library functions `make demo`
+    materialises through Dagster), as subprocesses, in a fresh folder."""
     import os
     import subprocess
     import sys

@@ -83,7 +83,8 @@ def test_a_changed_parameter_reruns_only_the_stages_it_affects(project):
     after = json.loads((root / "artifacts" / "train" / "report.json").read_text())
     # new settings: trained afresh (not resumed, not skipped as done), then registered as version 2
     assert after["resumed_from"] is None and after["trained_on"]["fingerprint"] != before["trained_on"]["fingerprint"]
-    assert (root / "artifacts" / "train" / "checkpoints.previous").is_dir()
+    runs = {d.name for d in (root / "artifacts" / "train" / "checkpoints").iterdir()}
+    assert runs == {before["trained_on"]["fingerprint"], after["trained_on"]["fingerprint"]}
     registration = json.loads((root / "artifacts" / "register" / "registration.json").read_text())
     assert registration["version"] == 2 and registration["new"] is True
     assert dvc("status", "-q", cwd=root, check=False).returncode == 0

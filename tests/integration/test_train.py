@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vmas.tracking.runs import tracking_uri
-from vmas.training.train import model_path, output_dir
+from vmas.training.train import checkpoint_dir, model_path, output_dir
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +17,7 @@ def test_train_leaves_weights_checkpoints_and_curves(trained):
     assert report["steps"] == 12 and report["train_clips"] > report["val_clips"] > 0
     package = torch.load(model_path(cfg), weights_only=False)
     assert package["codec_sha256"] == report["codec_sha256"] and package["config"]["profile"] == "demo"
-    checkpoints = {p.name for p in (output_dir(cfg) / "checkpoints").iterdir()}
+    checkpoints = {p.name for p in checkpoint_dir(cfg, report["trained_on"]["fingerprint"]).iterdir()}
     assert {"last.ckpt", "step-6.ckpt", "step-12.ckpt"} <= checkpoints
     assert (output_dir(cfg) / "training_curves.png").is_file() and (output_dir(cfg) / "validation_curves.png").is_file()
     assert all(torch.isfinite(torch.tensor(r["train/loss"])) for r in report["history"] if "train/loss" in r)

@@ -1,12 +1,12 @@
 """train: fit VMAs on the tokenize manifest with Lightning; checkpoints resume exactly.
 
-Outputs under ``<artifacts>/train/``: ``checkpoints/`` (Lightning, every
+Outputs under ``<artifacts>/train/``: ``checkpoints/<fingerprint>/`` (Lightning, every
 ``train.checkpoint_every_n_steps`` and ``last.ckpt``), ``model.pt`` (the final weights, EMA when
 enabled, with the resolved config and the codec they belong to: what evaluate and generate
 load), ``training_curves.png``, ``training_curve.csv`` and ``report.json``. A run finds
-``last.ckpt`` and resumes from it unless told not to, as long as the data and the settings are
-those the checkpoints were trained on (else it starts afresh: see :func:`training_data`); under torchrun or a cluster launcher, Lightning reads the ranks from
-the environment (``train.strategy: ddp`` or ``fsdp``).
+``last.ckpt`` of its data and settings and resumes from it unless told not to (other data or
+settings start afresh: see :func:`training_data`); under torchrun or a cluster launcher, Lightning
+reads the ranks from the environment (``train.strategy: ddp`` or ``fsdp``).
 """
 
 from __future__ import annotations
@@ -77,15 +77,16 @@ def _codec_path(cfg: Config) -> Path:
 
 # train.* keys that change how a run is executed or observed, not what it learns
 RUNTIME_KEYS = {"val_every_n_steps", "checkpoint_every_n_steps", "num_workers", "strategy", "devices", "accelerator"}
-RUN_FILE = "run.json"  # in checkpoints/: what the checkpoints there were trained on
+KEEP_RUNS = 2  # checkpoint folders kept: this run's and the one before
 
 
 def training_data(cfg: Config, codec_sha: str) -> dict:
     """What a model is trained on: ``{"clips", "fingerprint"}``; the fingerprint covers every usable
     clip's id and key, the codec and the settings that change the result (not the runtime ones).
 
-    A different fingerprint starts training afresh: new curated data (the retraining schedule) or a
-    changed ``train.lr`` must not resume, or be skipped as done, on the old run's checkpoints.
+    Checkpoints live in a folder named by the fingerprint, so new curated data (the retraining
+    schedule) or a changed ``train.lr`` starts afresh instead of resuming, or being skipped as done,
+    on another run's checkpoints; and every rank of a distributed run picks the same folder.
     """
     from vmas.curation.runner import manifest_dir
     from vmas.manifest import Manifest, content_key
@@ -97,20 +98,20 @@ def training_data(cfg: Config, codec_sha: str) -> dict:
     return {"clips": len(clips), "fingerprint": content_key(NAME, clips, settings, codec_sha)}
 
 
-def _retire_stale_checkpoints(folder: Path, fingerprint: str) -> None:
-    """Move checkpoints of another data set or other settings to ``checkpoints.previous/`` (one kept)."""
+def checkpoint_dir(cfg: Config, fingerprint: str) -> Path:
+    """``<artifacts>/train/checkpoints/<fingerprint>/``: the checkpoints of one data set and settings."""
+    return output_dir(cfg) / "checkpoints" / fingerprint
+
+
+def _prune_checkpoint_dirs(current: Path) -> None:
+    """Keep the newest ``KEEP_RUNS`` checkpoint folders (``current`` among them); older runs go."""
     import shutil
 
-    stamp = folder / RUN_FILE
-    if not folder.is_dir() or not any(folder.glob("*.ckpt")):
-        return
-    if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
-        return
-    previous = folder.with_name("checkpoints.previous")
-    shutil.rmtree(previous, ignore_errors=True)
-    folder.rename(previous)
-    log.warning("train: the data or settings changed since %s was written; starting afresh (old checkpoints moved to "
-                "%s)", folder, previous)
+    others = sorted((d for d in current.parent.iterdir() if d.is_dir() and d != current),
+                    key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in others[KEEP_RUNS - 1:]:
+        log.info("train: removing the checkpoints of an older run, %s", old)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, max_steps: int | None = None,
@@ -134,15 +135,14 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
     if stale:
         raise StageError(f"train: some tokens were made with another codec than {codec_path}; run `vmas tokenize`")
     trained_on = training_data(cfg, codec_sha)
-    _retire_stale_checkpoints(out / "checkpoints", trained_on["fingerprint"])
-    last = out / "checkpoints" / "last.ckpt"
+    checkpoints_dir = checkpoint_dir(cfg, trained_on["fingerprint"])
+    last = checkpoints_dir / "last.ckpt"
     ckpt = str(last) if resume and last.is_file() else None
     done = _checkpoint_step(last) if ckpt else 0
     previous = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
     if done >= steps and model_path(cfg).is_file() and previous.get("trained_on") == trained_on:
         log.info("train: %s is already at step %d of %d on the same data and settings; nothing to do", last, done, steps)
         return previous
-    atomic_write_json(out / "checkpoints" / RUN_FILE, trained_on)
     L.seed_everything(t.seed, workers=True, verbose=False)
     codec = load_codec(codec_path)
 
@@ -154,7 +154,7 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
                                         t.num_workers, t.seed))
     data.setup()
     history = History()
-    checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", filename="step-{step}", every_n_train_steps=
+    checkpoints = ModelCheckpoint(dirpath=checkpoints_dir, filename="step-{step}", every_n_train_steps=
                                   t.checkpoint_every_n_steps, save_top_k=-1, save_last=True, auto_insert_metric_name=False)
     callbacks = [checkpoints, history, *(callbacks or [])]
     if t.ema_decay > 0:
@@ -192,6 +192,7 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
         plots = _plot(history.rows, out)
         _write_curve(history.rows, out / CURVE_FILE, resumed_at=done if ckpt else None)
         atomic_write_json(out / "report.json", report)
+        _prune_checkpoint_dirs(checkpoints_dir)
         log_artifacts(logger, [out / "report.json", *plots], NAME)
         log.info("train: %d steps in %.0f s; final weights %s", report["steps"], seconds, model_path(cfg))
     return report

@@ -14,7 +14,7 @@ from vmas.manifest import Manifest
 from vmas.media import write_mp4
 from vmas.models.builders import build_vmas
 from vmas.training.module import LossSettings, VMAsTraining, warmup_cosine
-from vmas.training.train import model_path, train
+from vmas.training.train import checkpoint_dir, model_path, train
 
 CARD = 32
 TINY = ["codec.cardinality=32", "model.music_decoder.dim=32", "model.music_decoder.num_layers=2",
@@ -70,7 +70,7 @@ def test_loss_falls_when_overfitting_a_few_clips(token_set):
     package = torch.load(model_path(cfg), weights_only=False)
     assert package["config"]["model"]["music_decoder"]["dim"] == 32 and "codebooks" in package["state_dict"]
     assert (model_path(cfg).parent / "training_curves.png").is_file()
-    assert (model_path(cfg).parent / "checkpoints" / "last.ckpt").is_file()
+    assert (checkpoint_dir(cfg, report["trained_on"]["fingerprint"]) / "last.ckpt").is_file()
     mtime = model_path(cfg).stat().st_mtime_ns
     assert train(cfg, progress=False)["steps"] == 60  # already done: nothing trained, nothing rewritten
     assert model_path(cfg).stat().st_mtime_ns == mtime
@@ -166,7 +166,8 @@ def test_new_data_or_settings_start_afresh_and_the_same_ones_are_done(token_set)
     second = train(changed, progress=False)
     assert second["resumed_from"] is None and second["steps"] == 4
     assert second["trained_on"]["fingerprint"] != first["trained_on"]["fingerprint"]
-    assert (output_dir(cfg) / "checkpoints.previous" / "last.ckpt").is_file()  # the old run, kept aside
+    for run in (first, second):  # each run's checkpoints in the folder of its fingerprint
+        assert (checkpoint_dir(cfg, run["trained_on"]["fingerprint"]) / "last.ckpt").is_file()
     sha = first["codec_sha256"]
     runtime = _with(changed, val_every_n_steps=1, checkpoint_every_n_steps=1, num_workers=1)
     assert training_data(runtime, sha) == training_data(changed, sha) == second["trained_on"]
