@@ -310,6 +310,8 @@ class TrainConfig(_Section):
     num_workers: Annotated[int, Field(ge=0)] = 2
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"
     devices: str = Field(default="auto", description="Lightning devices: auto, a count, or a list like '0,1'")
+    num_nodes: PositiveInt = Field(default=1, description="machines of a multi-node run (devices x num_nodes = "
+                                                          "the world size torchrun gives)")
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     seed: Annotated[int, Field(ge=0)] = 0
 
