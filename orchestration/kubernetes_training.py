@@ -179,10 +179,17 @@ class PyTorchJobRunner:
 
     def run(self, body: dict) -> dict:
         """Returns the job's final status; raises :class:`TrainingJobFailed` when it fails or times out."""
+        from kubernetes.client.exceptions import ApiException
+
         name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-        self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
         nodes = sum(r["replicas"] for r in body["spec"]["pytorchReplicaSpecs"].values())
-        self.log(f"submitted PyTorchJob {namespace}/{name}: {nodes} node(s) x {body['spec']['nprocPerNode']} GPU(s)")
+        try:
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+            self.log(f"submitted PyTorchJob {namespace}/{name}: {nodes} node(s) x {body['spec']['nprocPerNode']} GPU(s)")
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.log(f"PyTorchJob {namespace}/{name} exists already (a retried Dagster step): following it")
         follower = PodLogFollower(self.core, namespace, f"{name}-master-0", self.log, self.stream)
         started, last = self.clock(), None
         while True:

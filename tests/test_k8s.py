@@ -223,8 +223,12 @@ class FakeCluster:
 
     # CustomObjectsApi
     def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        from kubernetes.client.exceptions import ApiException
+
         assert (group, version, plural) == ("kubeflow.org", "v1", "pytorchjobs") and namespace == body["metadata"][
             "namespace"]
+        if any(b["metadata"]["name"] == body["metadata"]["name"] for b in self.created):
+            raise ApiException(status=409, reason="AlreadyExists")
         self.created.append(body)
         return body
 
@@ -304,6 +308,14 @@ def test_a_restarted_container_is_followed_again_and_a_failure_says_why():
     assert cluster.streams == ["vmas-train-run1-master-0"] * 2  # once per container start
     message = str(failure.value)
     assert "1 Master replica(s) failed" in message and "CUDA error: out of memory" in message.splitlines()[-1]
+
+
+def test_a_retried_step_follows_the_job_it_already_submitted():
+    cluster = FakeCluster([SUCCEEDED], [_pod()], [["done"], ["done"]])
+    logs: list[str] = []
+    _runner(cluster, logs).run(_body())
+    _runner(cluster, logs).run(_body())  # same Dagster run, same job name: 409 from the API, then followed
+    assert len(cluster.created) == 1 and any("exists already" in line for line in logs)
 
 
 def test_a_job_that_never_ends_times_out_and_is_left_for_a_person():

@@ -315,6 +315,11 @@ class TrainConfig(_Section):
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     seed: Annotated[int, Field(ge=0)] = 0
 
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _count_as_text(cls, value):
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # --set train.devices=8
+
 
 class Config(_Section):
     """The whole configuration. Every section is required in a profile file."""
