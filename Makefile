@@ -26,13 +26,8 @@ help:
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
-	  { echo "vmas needs Python 3.11; set PYTHON=/path/to/python3.11"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --requirement requirements.lock
-	$(BIN)/pip install --quiet --no-deps --requirement requirements-nodeps.txt
-	$(BIN)/pip install --quiet --no-deps --editable .
+$(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml scripts/install.sh
+	PYTHON=$(PYTHON) scripts/install.sh $(VENV) --editable
 	@touch $(STAMP)
 	@echo "installed into $(VENV) ($$(du -sh $(VENV) | cut -f1))"
 

@@ -310,8 +310,15 @@ class TrainConfig(_Section):
     num_workers: Annotated[int, Field(ge=0)] = 2
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"
     devices: str = Field(default="auto", description="Lightning devices: auto, a count, or a list like '0,1'")
+    num_nodes: PositiveInt = Field(default=1, description="machines of a multi-node run (devices x num_nodes = "
+                                                          "the world size torchrun gives)")
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     seed: Annotated[int, Field(ge=0)] = 0
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _count_as_text(cls, value):
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # --set train.devices=8
 
 
 class Config(_Section):

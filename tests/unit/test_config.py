@@ -115,3 +115,10 @@ def test_not_a_mapping_and_bad_yaml(tmp_path):
         load_config(tmp_path / "broken.yaml")
     with pytest.raises(ConfigError, match="file does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_device_count_given_on_the_command_line_is_accepted():
+    from vmas.config import load_config
+
+    cfg = load_config(overrides=["train.devices=8", "train.num_nodes=4"])  # as the cluster jobs pass them
+    assert (cfg.train.devices, cfg.train.num_nodes) == ("8", 4)

@@ -76,7 +76,8 @@ def _codec_path(cfg: Config) -> Path:
 
 
 # train.* keys that change how a run is executed or observed, not what it learns
-RUNTIME_KEYS = {"val_every_n_steps", "checkpoint_every_n_steps", "num_workers", "strategy", "devices", "accelerator"}
+RUNTIME_KEYS = {"val_every_n_steps", "checkpoint_every_n_steps", "num_workers", "strategy", "devices", "num_nodes",
+                "accelerator"}
 KEEP_RUNS = 2  # checkpoint folders kept: this run's and the one before
 
 
@@ -163,7 +164,8 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
         callbacks.append(DeviceStatsMonitor(cpu_stats=True))
     batches = max(steps - done, 1) * t.accumulate_grad_batches  # what the resumed loader still yields
     trainer = L.Trainer(
-        max_steps=steps, accelerator=t.accelerator, devices=_devices(t.devices), strategy=t.strategy,
+        max_steps=steps, accelerator=t.accelerator, devices=_devices(t.devices), num_nodes=t.num_nodes,
+        strategy=t.strategy,
         precision=resolve_precision(t.precision), gradient_clip_val=t.gradient_clip or None,
         accumulate_grad_batches=t.accumulate_grad_batches, logger=logger if logger is not None else False,
         callbacks=callbacks, enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,

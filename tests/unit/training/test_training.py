@@ -186,3 +186,27 @@ def test_a_resumed_run_keeps_the_curve_of_the_steps_before(token_set):
     with open(output_dir(cfg) / CURVE_FILE) as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4] and all(r["train_loss"] for r in rows)
+
+
+@pytest.mark.slow
+def test_torchrun_with_ddp_trains_as_the_cluster_job_does(token_set, tmp_path):
+    """The cluster's command (torchrun --module vmas.cli.main train, train.devices x train.num_nodes =
+    the world size torchrun gives) with 2 processes on CPU: Lightning takes ranks from torchrun's env."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from vmas.training.train import output_dir
+
+    config = tmp_path / "params.yaml"
+    config.write_text(_with(token_set, max_steps=4, checkpoint_every_n_steps=2).to_yaml())
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    result = subprocess.run([torchrun, "--nproc-per-node=2", "--module", "vmas.cli.main", "train", "--no-progress",
+                             "--no-track", f"--config={config}", "--set=train.strategy=ddp", "--set=train.devices=2",
+                             "--set=train.num_nodes=1"], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((output_dir(token_set) / "report.json").read_text())
+    assert report["steps"] == 4 and model_path(token_set).is_file()
