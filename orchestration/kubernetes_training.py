@@ -25,6 +25,8 @@ from vmas.config import Config
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 CONTAINER = "pytorch"  # the name the Training Operator looks for
 PARAMS_FILE = "/etc/vmas/params.yaml"
+TRANSIENT = {429, 500, 502, 503, 504}  # API answers worth asking again
+MAX_API_ERRORS = 10  # in a row
 
 
 @dataclass(frozen=True)
@@ -138,10 +140,10 @@ class PodLogFollower:
 
         try:
             pod = self.core.read_namespaced_pod(self.pod, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:  # not created yet
-                return None
-            raise
+        except ApiException as exc:  # 404: not created yet; anything else: try again at the next poll
+            if exc.status != 404:
+                self.lines.put(f"(could not read pod {self.pod}: {exc.status} {exc.reason})")
+            return None
         for status in pod.status.container_statuses or []:
             if status.name == CONTAINER and (status.state.running or status.state.terminated):
                 return pod.metadata.uid, status.restart_count
@@ -191,9 +193,18 @@ class PyTorchJobRunner:
                 raise
             self.log(f"PyTorchJob {namespace}/{name} exists already (a retried Dagster step): following it")
         follower = PodLogFollower(self.core, namespace, f"{name}-master-0", self.log, self.stream)
-        started, last = self.clock(), None
+        started, last, errors = self.clock(), None, 0
         while True:
-            status = self.custom.get_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name)
+            try:
+                status = self.custom.get_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name)
+                errors = 0
+            except ApiException as exc:  # the API server restarting, throttling...: the job goes on meanwhile
+                errors += 1
+                if exc.status not in TRANSIENT or errors > MAX_API_ERRORS:
+                    raise
+                self.log(f"PyTorchJob {name}: the API answered {exc.status} {exc.reason}; retrying")
+                self.sleep(self.poll_seconds)
+                continue
             status = (status or {}).get("status") or {}
             state, why = job_state(status)
             if state != last:

@@ -5,9 +5,8 @@ New videos under ``paths.data_dir`` become a batch, exactly as the ``new_videos`
 register them; each new batch is then curated and everything downstream (codec, tokens, model,
 evaluation, registration, the demo video) materialised, with every blocking check (see
 :func:`materialize_all` for the runs). With no new videos, the newest batch is materialised again
-(stages skip what is done). Runs are recorded
-in the Dagster instance at ``$DAGSTER_HOME`` (default ``./.dagster``), so ``dagster dev`` shows
-them afterwards.
+(stages skip what is done). Runs are recorded in the Dagster instance at ``$DAGSTER_HOME``
+(default ``./.dagster``), so ``dagster dev`` shows them afterwards.
 """
 
 import argparse
@@ -18,8 +17,8 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration.assets.curation import ingest_batches
-from vmas.curation import STAGES
 from orchestration.automation import new_videos
+from vmas.curation import STAGES
 
 
 def dagster_home() -> Path:

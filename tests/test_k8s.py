@@ -233,7 +233,11 @@ class FakeCluster:
         return body
 
     def get_namespaced_custom_object_status(self, group, version, namespace, plural, name):
+        from kubernetes.client.exceptions import ApiException
+
         status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if isinstance(status, int):
+            raise ApiException(status=status, reason="Service Unavailable")
         return {"metadata": {"name": name}, "status": status}
 
     # CoreV1Api
@@ -285,7 +289,7 @@ def _body(name="vmas-train-run1"):
 
 
 def test_the_runner_streams_the_master_log_and_returns_on_success():
-    cluster = FakeCluster([{}, RUNNING, RUNNING, SUCCEEDED], [None, _pod(running=False), _pod(), _pod()],
+    cluster = FakeCluster([{}, 503, RUNNING, RUNNING, SUCCEEDED], [None, _pod(running=False), _pod(), _pod()],
                           [["step 1 loss 8.2", "step 2 loss 7.9"]])
     logs: list[str] = []
     status = _runner(cluster, logs).run(_body())
@@ -293,7 +297,9 @@ def test_the_runner_streams_the_master_log_and_returns_on_success():
     assert cluster.streams == ["vmas-train-run1-master-0"]  # followed once, when its container ran
     assert "[vmas-train-run1-master-0] step 1 loss 8.2" in logs and "[vmas-train-run1-master-0] step 2 loss 7.9" in logs
     assert [line for line in logs if line.startswith("PyTorchJob")] == [
-        "PyTorchJob vmas-train-run1: Pending", "PyTorchJob vmas-train-run1: Running",
+        "PyTorchJob vmas-train-run1: Pending",
+        "PyTorchJob vmas-train-run1: the API answered 503 Service Unavailable; retrying",
+        "PyTorchJob vmas-train-run1: Running",
         "PyTorchJob vmas-train-run1: Succeeded (PyTorchJobSucceeded)"]
 
 
