@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.checks import CHECK, suite_check_result, suite_check_spec
+from orchestration.checks import suite_check_result, suite_check_spec
 from orchestration.resources import VmasConfig
 from vmas.curation import STAGES
 from vmas.quality.suites import SUITES
@@ -43,13 +43,6 @@ def _stage_metadata(report, cfg, stage: str) -> dict:
     return metadata
 
 
-def _check(stage: str, cfg, batch: str, rows: int) -> dg.AssetCheckResult:
-    if rows == 0:  # an empty batch (its videos were all claimed by another one, or dropped upstream)
-        return dg.AssetCheckResult(check_name=CHECK, passed=True, description="no rows in this batch",
-                                   metadata={"rows": dg.MetadataValue.int(0)})
-    return suite_check_result(stage, cfg, batch)
-
-
 def ingest_asset() -> dg.AssetsDefinition:
     @dg.asset(name="ingest", partitions_def=ingest_batches, group_name=GROUP, kinds={"parquet"},
               check_specs=[suite_check_spec("ingest", ingest_batches)],
@@ -71,7 +64,7 @@ def ingest_asset() -> dg.AssetsDefinition:
             "duplicates": dg.MetadataValue.int(counts["duplicate"]),
             "unreadable": dg.MetadataValue.int(counts["unreadable"]),
             "data dir": dg.MetadataValue.path(str(Path(cfg.paths.data_dir).resolve()))})
-        yield _check("ingest", cfg, batch, rows)
+        yield suite_check_result("ingest", cfg, batch, rows)
 
     return ingest
 
@@ -94,7 +87,7 @@ def row_stage_asset(name: str) -> dg.AssetsDefinition:
                          report.seconds)
         yield dg.MaterializeResult(metadata=_stage_metadata(report, cfg, name))
         if name in SUITES:
-            yield _check(name, cfg, context.partition_key, report.rows)
+            yield suite_check_result(name, cfg, context.partition_key, report.rows)
 
     return _asset
 

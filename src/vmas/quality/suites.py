@@ -247,8 +247,11 @@ def check_stage(stage: str, cfg: Config, batch: str | None = None) -> SuiteOutco
     import json
     from pathlib import Path
 
+    import pyarrow as pa
+
+    from vmas.curation import STAGES
     from vmas.curation.ingest import batch_video_ids
-    from vmas.curation.runner import manifest_dir, video_id
+    from vmas.curation.runner import BatchView, manifest_dir
     from vmas.manifest import Manifest
 
     if stage not in SUITES:
@@ -258,12 +261,10 @@ def check_stage(stage: str, cfg: Config, batch: str | None = None) -> SuiteOutco
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no metrics (run `vmas evaluate`)")
         return validate(stage, evaluate_frame(json.loads(path.read_text())), cfg)
-    manifest = Manifest(manifest_dir(cfg, stage))
+    manifest = Manifest(manifest_dir(cfg, stage), STAGES[stage].schema)
     if not manifest.exists():
         raise FileNotFoundError(f"{manifest_dir(cfg, stage)}: no manifest (run `vmas {stage}`)")
-    frame = manifest.read().to_pandas()
-    if batch is not None:
-        videos = batch_video_ids(manifest_dir(cfg, "ingest"), batch)
-        frame = frame[[video_id(row) in videos for row in frame[["id", *(["video_id"] if "video_id" in frame else [])]]
-                       .to_dict("records")]]
-    return validate(stage, frame, cfg)
+    if batch is None:
+        return validate(stage, manifest.read().to_pandas(), cfg)
+    rows = BatchView(manifest, batch_video_ids(manifest_dir(cfg, "ingest"), batch)).iter_rows()
+    return validate(stage, pa.Table.from_pylist(list(rows), schema=manifest.schema).to_pandas(), cfg)

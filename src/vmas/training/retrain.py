@@ -17,12 +17,11 @@ class RetrainDecision:
 
 
 def retraining_decision(cfg: Config) -> RetrainDecision:
-    from vmas.curation.runner import manifest_dir
-    from vmas.manifest import Manifest, content_key
+    from vmas.manifest import content_key
     from vmas.tracking.registry import champion
+    from vmas.training.train import usable_clips
 
-    rows = sorted((r["id"], r["key"]) for r in Manifest(manifest_dir(cfg, "tokenize")).iter_rows(["id", "key", "error"])
-                  if r["error"] is None)
+    rows = [(c["id"], c["key"]) for c in usable_clips(cfg)]
     clips, key = len(rows), content_key("tokenize", rows)[:16]
     if clips == 0:
         return RetrainDecision(False, "no usable clips in the tokenize manifest yet", 0, None, key)

@@ -81,22 +81,33 @@ RUNTIME_KEYS = {"val_every_n_steps", "checkpoint_every_n_steps", "num_workers", 
 KEEP_RUNS = 2  # checkpoint folders kept: this run's and the one before
 
 
-def training_data(cfg: Config, codec_sha: str) -> dict:
+def usable_clips(cfg: Config) -> list[dict]:
+    """``{"id", "key", "codec_sha256"}`` of every usable clip in the tokenize manifest, by id: what a
+    model trains on (one pass over the manifest)."""
+    from vmas.curation.runner import manifest_dir
+    from vmas.manifest import Manifest
+
+    rows = Manifest(manifest_dir(cfg, "tokenize")).iter_rows(["id", "key", "codec_sha256", "error"])
+    return sorted(({k: r[k] for k in ("id", "key", "codec_sha256")} for r in rows if r["error"] is None),
+                  key=lambda r: r["id"])
+
+
+def training_data(cfg: Config, codec_sha: str, clips: list[dict] | None = None) -> dict:
     """What a model is trained on: ``{"clips", "fingerprint"}``; the fingerprint covers every usable
-    clip's id and key, the codec and the settings that change the result (not the runtime ones).
+    clip's id and key (``clips``, default :func:`usable_clips`), the codec and the settings that
+    change the result (not the runtime ones).
 
     Checkpoints live in a folder named by the fingerprint, so new curated data (the retraining
     schedule) or a changed ``train.lr`` starts afresh instead of resuming, or being skipped as done,
     on another run's checkpoints; and every rank of a distributed run picks the same folder.
     """
-    from vmas.curation.runner import manifest_dir
-    from vmas.manifest import Manifest, content_key
+    from vmas.manifest import content_key
 
-    clips = sorted((r["id"], r["key"]) for r in Manifest(manifest_dir(cfg, "tokenize")).iter_rows(["id", "key", "error"])
-                   if r["error"] is None)
+    clips = usable_clips(cfg) if clips is None else clips
+    keys = [(c["id"], c["key"]) for c in clips]
     settings = {"train": cfg.train.model_dump(mode="json", exclude=RUNTIME_KEYS), "model": cfg.model.model_dump(mode="json"),
                 "video": cfg.video.model_dump(mode="json"), "clip": cfg.clip.model_dump(mode="json")}
-    return {"clips": len(clips), "fingerprint": content_key(NAME, clips, settings, codec_sha)}
+    return {"clips": len(keys), "fingerprint": content_key(NAME, keys, settings, codec_sha)}
 
 
 def checkpoint_dir(cfg: Config, fingerprint: str) -> Path:
@@ -132,10 +143,10 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
     out.mkdir(parents=True, exist_ok=True)
     codec_path = _codec_path(cfg)
     codec_sha = file_sha256(codec_path)
-    stale = {r["codec_sha256"] for r in _codec_hashes(manifest_dir(cfg, "tokenize")) if r["error"] is None} - {codec_sha}
-    if stale:
+    clips = usable_clips(cfg)
+    if {c["codec_sha256"] for c in clips} - {codec_sha}:
         raise StageError(f"train: some tokens were made with another codec than {codec_path}; run `vmas tokenize`")
-    trained_on = training_data(cfg, codec_sha)
+    trained_on = training_data(cfg, codec_sha, clips)
     checkpoints_dir = checkpoint_dir(cfg, trained_on["fingerprint"])
     last = checkpoints_dir / "last.ckpt"
     ckpt = str(last) if resume and last.is_file() else None
@@ -202,12 +213,6 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
 
 def _checkpoint_step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("global_step", 0))
-
-
-def _codec_hashes(root: Path):
-    from vmas.manifest import Manifest
-
-    return Manifest(root).iter_rows(["codec_sha256", "error"])
 
 
 def _devices(setting: str):

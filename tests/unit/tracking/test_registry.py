@@ -114,15 +114,16 @@ def test_no_registry_yet(store):
 
 
 def _tokenize_manifest(cfg, clips: int) -> None:
-    """A tokenize manifest with ``clips`` usable rows and one failed row (only the columns read here)."""
-    import pyarrow as pa
-
+    """A tokenize manifest (its real schema) with ``clips`` usable rows and one failed row; only the
+    columns the decision reads are filled."""
+    from vmas.curation import STAGES
     from vmas.curation.runner import manifest_dir
-    from vmas.manifest import Manifest, schema_with
+    from vmas.manifest import Manifest
 
-    rows = [{"id": f"v/{i:04d}", "input_id": f"v/{i:04d}", "key": "k", "error": None} for i in range(clips)]
+    rows = [{"id": f"v/{i:04d}", "input_id": f"v/{i:04d}", "key": "k", "error": None, "codec_sha256": "c"}
+            for i in range(clips)]
     rows.append({"id": "w/0000", "input_id": "w/0000", "key": "k", "error": "unreadable: w.mp4"})
-    Manifest(manifest_dir(cfg, "tokenize"), schema_with(pa.field("tokens_path", pa.string()))).append(rows)
+    Manifest(manifest_dir(cfg, "tokenize"), STAGES["tokenize"].schema).append(rows)
 
 
 def test_retraining_is_due_when_enough_clips_arrived_since_the_champion(store, tmp_path):
