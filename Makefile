@@ -40,7 +40,7 @@ demo: install
 	@echo "Embedded data: $$(ls data/*.mp4 | wc -l) videos in data/ (ground truth in data/*.truth.json),"
 	@echo "tracked by DVC in data.dvc and pushed to the local remote .dvc-storage/."
 	@echo "Every stage ran as a Dagster asset, each checked by its Great Expectations suite (see above)."
-	@echo "Curation manifests (Parquet): artifacts/manifests/; clips: artifacts/clip/; demo codec: artifacts/train_codec/."
+	@echo "Curation manifests (Parquet): artifacts/manifests/; clips: artifacts/clip/; tokens: artifacts/tokenize/ (demo codec: shipped in src/vmas/codec/weights/demo/)."
 	@echo "VMAs model: artifacts/train/model.pt (checkpoints, curves, report beside it)."
 	@echo "Evaluation on held-out videos: artifacts/evaluate/report.html (metrics.json, generated audio/ beside it)."
 	@echo "A video with generated music: artifacts/generate/$$(basename $(DEMO_VIDEO)) (WAV and JSON sidecar beside it)."

@@ -33,6 +33,28 @@ ACTIVE_PARAMS_FILE = "params.yaml"
 PROFILE_DIR_ENV = "VMAS_CONFIG_DIR"
 
 
+BUNDLED_PREFIX = "vmas:"  # codec.pretrained: vmas:<name> names a codec shipped in the package
+BUNDLED_CODECS = Path(__file__).resolve().parent / "codec" / "weights"
+
+
+def bundled_codec(value: str | Path) -> Path:
+    """``codec.pretrained`` as a file path: ``vmas:<name>`` is ``vmas/codec/weights/<name>/`` in the package.
+
+    The config keeps ``vmas:<name>`` as written, so params.yaml and fingerprints do not hold a
+    machine's install path; any other value is returned unchanged.
+    """
+    text = str(value)
+    if not text.startswith(BUNDLED_PREFIX):
+        return Path(value)
+    name = text[len(BUNDLED_PREFIX):]
+    path = BUNDLED_CODECS / name / "compression_state_dict.bin"
+    if not path.is_file():
+        shipped = sorted(p.name for p in BUNDLED_CODECS.iterdir() if p.is_dir()) if BUNDLED_CODECS.is_dir() else []
+        raise ValueError(f"{text}: no codec of that name ships with vmas (shipped: "
+                         f"{', '.join(BUNDLED_PREFIX + n for n in shipped) or 'none'})")
+    return path
+
+
 class ConfigError(ValueError):
     """A configuration that cannot be used; ``problems`` holds one line per bad key."""
 
@@ -147,13 +169,22 @@ class CodecConfig(_Section):
     n_q: PositiveInt = 4
     cardinality: PositiveInt = 2048
     frame_rate: PositiveInt = 50
-    pretrained: Path | None = Field(default=None, description="local EnCodec checkpoint; None trains a small one")
+    pretrained: Path | None = Field(default=None, description="local EnCodec checkpoint, or vmas:<name> for one "
+                                    "shipped in the package (vmas:demo); None trains a small one")
     channels: PositiveInt = Field(description="SEANet base channels (64 in the released 32 kHz model)")
     dimension: PositiveInt = Field(default=128, description="latent (codebook) dimension (128 released)")
     lstm_layers: Annotated[int, Field(ge=0)] = 2
     device: Literal["auto", "cpu", "cuda"] = "auto"
     train: "CodecTrainConfig"
     gate: "CodecGateConfig"
+
+    @field_validator("pretrained")
+    @classmethod
+    def _bundled(cls, value):
+        """``vmas:<name>`` must name a codec shipped in the package (kept as written: see :func:`bundled_codec`)."""
+        if value is not None:
+            bundled_codec(value)
+        return value
 
 
 class CodecTrainConfig(_Section):
@@ -313,7 +344,10 @@ class TrainConfig(_Section):
     num_nodes: PositiveInt = Field(default=1, description="machines of a multi-node run (devices x num_nodes = "
                                                           "the world size torchrun gives)")
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0)] = Field(default=0, description="weight initialisation, batch order and "
+                                              "in-step randomness (not the split: see split_seed)")
+    split_seed: Annotated[int, Field(ge=0)] = Field(default=0, description="which videos are held out; kept apart "
+                                                    "from seed so runs with other seeds are judged on the same clips")
 
     @field_validator("devices", mode="before")
     @classmethod

@@ -50,8 +50,8 @@ def curated(tiny_set, tmp_path_factory, repo):
 @pytest.fixture(scope="session")
 def demo_pipeline(tmp_path_factory, repo):
     """The demo's data with the shipped demo profile, built by the CLI: `vmas synth` then `vmas curate`
-    (curation, the demo codec's training and gate, tokenize: the stages and library functions `make demo`
-    materialises through Dagster), as subprocesses, in a fresh folder."""
+    (curation, then tokenize with the demo codec shipped in the package: the stages and library functions
+    `make demo` materialises through Dagster), as subprocesses, in a fresh folder."""
     import os
     import subprocess
     import sys
@@ -107,9 +107,10 @@ def trained(demo_pipeline, repo):
 
 @pytest.fixture(scope="session")
 def tiny_pipeline() -> list[str]:
-    """Overrides that trim the demo profile to seconds for the orchestration tests: a 4-step codec and
-    model, a permissive codec gate, half the videos held out (so evaluation has clips to score)."""
-    return ["codec.train.max_steps=4", "codec.train.batch_size=2", "codec.gate.min_si_snr_db=-100",
+    """Overrides that trim the demo profile to seconds for the orchestration tests: a 4-step codec (trained
+    here, not the shipped one, so the train_codec stage runs) and model, a permissive codec gate, half the
+    videos held out (so evaluation has clips to score)."""
+    return ["codec.pretrained=null", "codec.train.max_steps=4", "codec.train.batch_size=2", "codec.gate.min_si_snr_db=-100",
             "codec.gate.max_mel_distance=1000", "codec.gate.min_onset_f=0", "train.max_steps=4",
             "train.val_every_n_steps=2", "train.checkpoint_every_n_steps=2", "train.val_share=0.5",
             "train.num_workers=0", "evaluate.report_clips=1"]

@@ -22,7 +22,7 @@ def run(*args, cwd=None, check=True):
 
 @pytest.mark.parametrize("command", [[], ["synth"], ["config"], ["config", "show"], ["config", "check"],
                                      ["config", "use"], ["config", "profiles"], ["curate"], ["train_codec"],
-                                     ["tokenize"], ["train"]])
+                                     ["tokenize"], ["train"], ["ablation"]])
 def test_every_command_has_help(command):
     out = run(*command, "--help").stdout
     assert "Usage:" in out and "--help" in out

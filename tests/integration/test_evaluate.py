@@ -20,7 +20,8 @@ from vmas.tracking import registry
 from vmas.tracking.runs import tracking_uri
 
 pytestmark = pytest.mark.slow
-METRICS = {"mv_align", "mv_align_reference", "fad", "kl", "retrieval_r1", "retrieval_r10"}
+METRICS = {"mv_align", "mv_align_reference", "mv_align_chance", "mv_align_reference_chance", "mv_align_codec", "fad",
+           "fad_codec", "kl", "kl_codec", "retrieval_r1", "retrieval_r10"}
 
 
 def _vmas(cfg, repo, *args, config=True):

@@ -69,10 +69,10 @@ def test_unknown_section_and_missing_key(tmp_path, repo):
 
 
 def test_cross_field_consistency_is_checked(repo):
-    with pytest.raises(ConfigError, match=r"video.frames / video.fps = 8 s must equal clip.seconds = 4 s"):
+    with pytest.raises(ConfigError, match=r"video.frames / video.fps = 25 s must equal clip.seconds = 4 s"):
         load_config(repo / "configs" / "demo.yaml", overrides=["video.fps=2"])
     with pytest.raises(ConfigError, match=r"q_strides\[1\] spatial stride 3x3 does not divide the 4x4 token grid"):
-        load_config(repo / "configs" / "demo.yaml", overrides=["model.video_encoder.q_strides=[[1,4,4],[1,3,3]]"])
+        load_config(repo / "configs" / "demo.yaml", overrides=["model.video_encoder.q_strides=[[1,2,2],[1,3,3]]"])
     with pytest.raises(ConfigError, match="min_duration_s .* must not exceed max_duration_s"):
         load_config(repo / "configs" / "demo.yaml", overrides=["synth.min_duration_s=40"])
 

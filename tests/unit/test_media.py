@@ -66,3 +66,13 @@ def test_same_frames_give_the_same_bytes_every_time(tmp_path, repo):
         write_mp4(tmp_path / "x.mp4", frames, plan.fps)
         digests.add(hashlib.sha256((tmp_path / "x.mp4").read_bytes()).hexdigest())
     assert len(digests) == 1
+
+
+def test_open_scaled_decodes_at_sizes_decord_alone_fails_on(tmp_path):
+    """decord 0.6 fails on some exact output sizes (96 x 64 asked for 48 x 32, here); open_scaled still decodes."""
+    from vmas.media.video import open_scaled
+
+    path = tmp_path / "wide.mp4"
+    write_mp4(path, [np.full((64, 96, 3), 20 * i, np.uint8) for i in range(6)], 25)
+    frames = open_scaled(path, 48, 32).get_batch([0, 5]).asnumpy()
+    assert frames.shape[0] == 2 and frames.shape[1] == 32 and 48 <= frames.shape[2] <= 54

@@ -30,7 +30,7 @@ from vmas.codec.loading import AUDIOCRAFT_FILE, load_codec, save_codec
 from vmas.codec.model import Codec
 from vmas.codec.quality import event_f_measure, mel_distance, onset_times, si_snr
 from vmas.codec.training import AudioSegments, CodecTraining, LossWeights
-from vmas.config import Config
+from vmas.config import Config, bundled_codec
 from vmas.curation.stage import StageError
 from vmas.data.split import split_by_video
 from vmas.io import atomic_write_json
@@ -57,13 +57,15 @@ def trained_codec_path(cfg: Config) -> Path:
 
 
 def resolve_codec_path(cfg: Config) -> Path | None:
-    """The codec tokenize should use: ``codec.pretrained``, else the gated demo codec, else None."""
+    """The codec tokenize should use: ``codec.pretrained`` (``vmas:demo``: the one shipped in the package),
+    else the gated codec ``train_codec`` published, else None."""
     if cfg.codec.pretrained is not None:
-        if not Path(cfg.codec.pretrained).exists():
+        path = bundled_codec(cfg.codec.pretrained)  # vmas:<name>: shipped in the package
+        if not path.exists():
             raise StageError(f"codec.pretrained is {cfg.codec.pretrained}, which does not exist: give a local "
-                             "audiocraft compression_state_dict.bin or transformers EnCodec folder, or set it "
-                             "to null to train the demo codec (vmas train_codec)")
-        return Path(cfg.codec.pretrained)
+                             "audiocraft compression_state_dict.bin or transformers EnCodec folder, vmas:demo for "
+                             "the shipped demo codec, or null to train one (vmas train_codec)")
+        return path
     path = trained_codec_path(cfg)
     return path if path.is_file() else None
 

@@ -114,7 +114,8 @@ class DataSettings:
     accumulate: int = 1
     val_share: float = 0.1
     num_workers: int = 2
-    seed: int = 0
+    seed: int = 0  # batch order
+    split_seed: int = 0  # which videos are held out
 
 
 class TokenDataModule(L.LightningDataModule):
@@ -132,7 +133,7 @@ class TokenDataModule(L.LightningDataModule):
             return
         rows = read_index(self.settings.manifest)
         if self.settings.val_share > 0 and len({r["video_id"] for r in rows}) >= 2:
-            self.train_rows, self.val_rows = split_by_video(rows, self.settings.val_share, self.settings.seed)
+            self.train_rows, self.val_rows = split_by_video(rows, self.settings.val_share, self.settings.split_seed)
         else:
             self.train_rows, self.val_rows = rows, []
 

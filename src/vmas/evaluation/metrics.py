@@ -58,6 +58,22 @@ def mv_align(audio_peaks: np.ndarray, video_peaks: np.ndarray, fps: float) -> fl
     return matched / (len(audio) + len(video) - matched)
 
 
+def mv_align_chance(audio_peaks: list[np.ndarray], video_peaks: list[np.ndarray], fps: list[float],
+                    groups: list[str] | None = None) -> float | None:
+    """MV-Align's chance level: each clip's music scored against the *other* clips' videos, averaged.
+
+    ``audio_peaks[i]``, ``video_peaks[i]``, ``fps[i]`` belong to clip ``i``; pairs within one
+    ``groups`` value (clips of one source video, which share a tempo) are left out. Music that
+    follows its own video scores above this; music that ignores it scores about this. None when
+    there is no pair from two groups.
+    """
+    n = len(audio_peaks)
+    groups = groups if groups is not None else [str(i) for i in range(n)]
+    scores = [mv_align(audio_peaks[i], video_peaks[j], fps[j]) for i in range(n) for j in range(n)
+              if groups[i] != groups[j]]
+    return float(np.mean(scores)) if scores else None
+
+
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """``|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2))`` between two Gaussians."""
     diff = np.asarray(mu1, float) - np.asarray(mu2, float)

@@ -73,13 +73,13 @@ class ModelFrames:
     """
 
     def __init__(self, info: VideoInfo, frames: int, fps: float, size: int):
-        import decord
+        from vmas.media.video import open_scaled
 
         self.frames, self.fps, self.size = frames, fps, size
         scale = size / min(info.width, info.height)
         width, height = max(int(round(info.width * scale)), size), max(int(round(info.height * scale)), size)
         try:
-            self.reader = decord.VideoReader(str(info.path), width=width, height=height, num_threads=1)
+            self.reader = open_scaled(info.path, width, height)
         except Exception as exc:  # noqa: BLE001 - decord raises its own DECORDError
             raise VideoInputError(f"{info.path}: cannot decode the video ({exc})") from None
         if len(self.reader) == 0:

@@ -92,3 +92,26 @@ def _audio_frame(chunk: np.ndarray, sample_rate: int, layout: str, pts: int) -> 
     frame.pts = pts
     frame.time_base = Fraction(1, sample_rate)
     return frame
+
+
+def open_scaled(path: str | Path, width: int, height: int, num_threads: int = 1):
+    """A ``decord.VideoReader`` that decodes straight to about ``width x height`` (frames ``[h, w, 3]``).
+
+    decord fails on some exact output sizes (a 96 x 64 video asked for 48 x 32 or 72 x 48 gives
+    "DECORDArrayCopyFromTo: the size must exactly match"), so the first frame is decoded as a probe
+    and, on that error, the width is nudged by 2 px at a time (callers crop and resize to their own
+    size afterwards, so a frame 2 px wider changes nothing they keep).
+    """
+    import decord
+
+    last: Exception | None = None
+    for extra in (0, 2, 4, 6):
+        reader = decord.VideoReader(str(path), width=width + extra, height=height, num_threads=num_threads)
+        try:
+            if len(reader):
+                reader.get_batch([0])
+            reader.seek(0)
+            return reader
+        except decord.DECORDError as exc:
+            last = exc
+    raise ValueError(f"{path}: cannot decode at {width}x{height} ({last})")

@@ -38,7 +38,8 @@ def build_vmas(cfg: Config, codebooks: torch.Tensor, load_pretrained: bool = Tru
     if codebooks.shape[:2] != (cfg.codec.n_q, cfg.codec.cardinality):
         raise ValueError(f"codebooks {tuple(codebooks.shape)} do not match codec.n_q x codec.cardinality "
                          f"({cfg.codec.n_q} x {cfg.codec.cardinality})")
-    encoder = VideoEncoder(video_encoder_spec(cfg))
+    spec = video_encoder_spec(cfg)
+    encoder = VideoEncoder(spec)
     decoder = build_music_decoder(music_decoder_spec(cfg))
     if load_pretrained and cfg.model.video_encoder.pretrained is not None:
         report = load_hiera_weights(encoder, str(cfg.model.video_encoder.pretrained))
@@ -46,5 +47,7 @@ def build_vmas(cfg: Config, codebooks: torch.Tensor, load_pretrained: bool = Tru
                  cfg.model.video_encoder.pretrained, len(report["missing"]))
     if load_pretrained and cfg.model.music_decoder.pretrained is not None:
         load_musicgen_lm(decoder, cfg.model.music_decoder.pretrained)
+    # feature i is centred on frame i x frames_per_feature, at (that / video.fps) s = that many 50 Hz tokens
+    tokens_per_feature = spec.frames_per_feature * cfg.codec.frame_rate / cfg.video.fps
     return VMAs(encoder, decoder, codebooks, contrastive_dim=cfg.model.contrastive_dim,
-                cfg_dropout=cfg.model.music_decoder.cfg_dropout)
+                cfg_dropout=cfg.model.music_decoder.cfg_dropout, tokens_per_feature=tokens_per_feature)

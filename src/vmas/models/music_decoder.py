@@ -2,8 +2,8 @@
 
 Every layer has causal self-attention over the delayed codebook sequence (MusicGen's delay
 pattern: codebook ``k`` is shifted right by ``k`` steps, so all ``K`` codebooks are predicted in
-one pass per step), then cross-attention to the projected video features (with sinusoidal time
-positions added by audiocraft's ``ConditionFuser``), then the feed-forward block. The video is
+one pass per step), then cross-attention to the projected video features (with sinusoidal positions at
+token time, added by ``VMAs.condition``; audiocraft's fuser adds none), then the feed-forward block. The video is
 given as a condition tensor named ``video`` through the ``cross`` fuse; there is no text.
 
 MusicGen's own LM weights load from a local ``state_dict.bin`` (:func:`load_musicgen_lm`): the
@@ -45,7 +45,7 @@ def build_music_decoder(spec: MusicDecoderSpec):
         pattern_provider=DelayedPatternProvider(n_q=spec.n_q),
         condition_provider=ConditioningProvider({}),
         fuser=ConditionFuser({"cross": [VIDEO], "prepend": [], "sum": [], "input_interpolate": []},
-                             cross_attention_pos_emb=True),
+                             cross_attention_pos_emb=False),  # VMAs.condition adds them, at token time
         n_q=spec.n_q, card=spec.card, dim=spec.dim, num_heads=spec.num_heads, num_layers=spec.num_layers,
         hidden_scale=spec.hidden_scale, norm="layer_norm", norm_first=True, bias_proj=False, bias_ff=False,
         bias_attn=False, causal=True, cross_attention=True, positional_embedding="sin",

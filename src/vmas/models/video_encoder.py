@@ -55,6 +55,11 @@ class VideoEncoderSpec:
                 out(self.size, self.patch_kernel[2], self.patch_stride[2], self.patch_padding[2]))
 
     @property
+    def frames_per_feature(self) -> int:
+        """Input frames per output time step: the patch embedding's temporal stride times the Q-pooling's."""
+        return self.patch_stride[0] * math.prod(s[0] for s in self.q_strides)
+
+    @property
     def out_dim(self) -> int:
         return self.embed_dim * 2 ** (len(self.stages) - 1)
 

@@ -1,7 +1,8 @@
 """The Lightning side of VMAs training; the network (:class:`vmas.models.VMAs`) is injected.
 
 Loss = beat-weighted token cross-entropy + ``contrastive_weight`` x symmetric InfoNCE between
-pooled music features (predicted distributions x codec codebooks) and pooled video features.
+pooled music features (predicted distributions x codec codebooks, from a second decoder pass with
+the video nulled: see :meth:`vmas.models.VMAs.music_embedding`) and pooled video features.
 ``beat_weighting=False`` and ``contrastive_weight=0`` are the paper's two ablations.
 Randomness inside a step (which samples drop their video for classifier-free guidance) is
 seeded by ``(seed, global step)``, so a resumed run takes exactly the steps an uninterrupted one
@@ -57,10 +58,10 @@ class VMAsTraining(L.LightningModule):
         weights = batch["beat_weights"] if s.beat_weighting else None
         terms = {"ce": beat_weighted_cross_entropy(out.logits, batch["codes"], out.mask, weights)}
         terms["ce_plain"] = beat_weighted_cross_entropy(out.logits.detach(), batch["codes"], out.mask, None)
-        if s.contrastive_weight > 0:
-            music, video = self.model.embeddings(out)
-            kept = out.conditioned
-            terms["contrastive"] = contrastive_loss(music[kept], video[kept], s.temperature)
+        if s.contrastive_weight > 0 and batch["codes"].shape[0] > 1:
+            # the music side is the video-blind embedding evaluation's retrieval uses, for every sample
+            music, video = self.model.embeddings(batch["codes"], out.video)
+            terms["contrastive"] = contrastive_loss(music, video, s.temperature)
         else:
             terms["contrastive"] = torch.zeros((), device=out.logits.device)
         terms["loss"] = terms["ce"] + s.contrastive_weight * terms["contrastive"]

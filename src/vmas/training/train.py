@@ -127,11 +127,12 @@ def _prune_checkpoint_dirs(current: Path) -> None:
 
 
 def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, max_steps: int | None = None,
-          callbacks: list[Callback] | None = None) -> dict:
+          callbacks: list[Callback] | None = None, out: Path | None = None) -> dict:
     """Train (or resume training) VMAs per ``cfg.train``; returns a report (also ``report.json``).
 
     ``max_steps`` stops early (a partial run; the schedule still spans ``train.max_steps``, so a
     resumed run continues exactly). ``callbacks`` are added to Lightning's (e.g. an orchestrator's).
+    ``out`` replaces ``<artifacts>/train`` (the ablation keeps one folder per variant and seed).
     """
     from vmas.codec import load_codec
     from vmas.curation.runner import manifest_dir
@@ -139,20 +140,21 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
 
     t = cfg.train
     steps = min(max_steps or t.max_steps, t.max_steps)
-    out = output_dir(cfg)
+    out = Path(out) if out is not None else output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
+    final = out / "model.pt"
     codec_path = _codec_path(cfg)
     codec_sha = file_sha256(codec_path)
     clips = usable_clips(cfg)
     if {c["codec_sha256"] for c in clips} - {codec_sha}:
         raise StageError(f"train: some tokens were made with another codec than {codec_path}; run `vmas tokenize`")
     trained_on = training_data(cfg, codec_sha, clips)
-    checkpoints_dir = checkpoint_dir(cfg, trained_on["fingerprint"])
+    checkpoints_dir = out / "checkpoints" / trained_on["fingerprint"]
     last = checkpoints_dir / "last.ckpt"
     ckpt = str(last) if resume and last.is_file() else None
     done = _checkpoint_step(last) if ckpt else 0
     previous = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
-    if done >= steps and model_path(cfg).is_file() and previous.get("trained_on") == trained_on:
+    if done >= steps and final.is_file() and previous.get("trained_on") == trained_on:
         log.info("train: %s is already at step %d of %d on the same data and settings; nothing to do", last, done, steps)
         return previous
     L.seed_everything(t.seed, workers=True, verbose=False)
@@ -163,7 +165,7 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
                           OptimSettings(t.lr, t.weight_decay, t.warmup_steps, t.max_steps), seed=t.seed)
     data = TokenDataModule(DataSettings(manifest_dir(cfg, "tokenize"), cfg.video.frames, cfg.video.size,
                                         t.batch_size, steps, t.accumulate_grad_batches, t.val_share,
-                                        t.num_workers, t.seed))
+                                        t.num_workers, t.seed, t.split_seed))
     data.setup()
     history = History()
     checkpoints = ModelCheckpoint(dirpath=checkpoints_dir, filename="step-{step}", every_n_train_steps=
@@ -201,13 +203,13 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
               "final": {k: float(v) for k, v in trainer.callback_metrics.items()},
               "run_id": logger.run_id if logger is not None else None, "history": history.rows}
     if trainer.is_global_zero:
-        save_model(module.model, cfg, codec_path, codec_sha, model_path(cfg), trained_on)
+        save_model(module.model, cfg, codec_path, codec_sha, final, trained_on)
         plots = _plot(history.rows, out)
         _write_curve(history.rows, out / CURVE_FILE, resumed_at=done if ckpt else None)
         atomic_write_json(out / "report.json", report)
         _prune_checkpoint_dirs(checkpoints_dir)
         log_artifacts(logger, [out / "report.json", *plots], NAME)
-        log.info("train: %d steps in %.0f s; final weights %s", report["steps"], seconds, model_path(cfg))
+        log.info("train: %d steps in %.0f s; final weights %s", report["steps"], seconds, final)
     return report
 
 

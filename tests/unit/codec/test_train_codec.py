@@ -19,7 +19,7 @@ from vmas.curation.stage import StageError
 from vmas.manifest import Manifest
 
 SR = 32000
-TINY_CODEC = ["codec.channels=2", "codec.dimension=16", "codec.lstm_layers=0", "codec.cardinality=64",
+TINY_CODEC = ["codec.pretrained=null", "codec.channels=2", "codec.dimension=16", "codec.lstm_layers=0", "codec.cardinality=64",
               "codec.train.max_steps=6", "codec.train.batch_size=2", "codec.train.segment_s=0.5",
               "codec.gate.min_si_snr_db=-100", "codec.gate.max_mel_distance=1000", "codec.gate.min_onset_f=0"]
 

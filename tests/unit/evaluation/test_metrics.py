@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from vmas.evaluation.metrics import (audio_peaks, fad, frechet_distance, kl_divergence, mv_align, retrieval_recall,
-                                     video_peaks)
+from vmas.evaluation.metrics import (audio_peaks, fad, frechet_distance, kl_divergence, mv_align, mv_align_chance,
+                                     retrieval_recall, video_peaks)
 
 
 def test_mv_align_constructed_cases():
@@ -20,6 +20,19 @@ def test_mv_align_constructed_cases():
 def test_mv_align_matches_one_to_one():
     """One audio onset with three video peaks around it is one match, not three."""
     assert mv_align([1.0], [0.98, 1.0, 1.02], fps=25) == pytest.approx(1 / (1 + 3 - 1))
+
+
+def test_mv_align_chance_scores_music_against_the_other_videos():
+    beats = [np.array([0.5, 1.5, 2.5]), np.array([0.9, 1.9, 2.9]), np.array([0.2, 1.2, 2.2])]
+    # music that follows its own video perfectly: 1.0 on its own, 0.0 against videos with other phases
+    assert [mv_align(b, b, 25) for b in beats] == [1.0, 1.0, 1.0]
+    assert mv_align_chance(beats, beats, [25.0] * 3) == 0.0
+    # clips of one source video are not each other's chance pairs
+    assert mv_align_chance(beats, [beats[0], beats[0], beats[2]], [25.0] * 3, groups=["a", "a", "b"]) == \
+        pytest.approx(np.mean([0.0, 0.0, 0.0, 0.0]))
+    assert mv_align_chance(beats[:2], beats[:2], [25.0] * 2, groups=["a", "a"]) is None
+    same = [np.array([1.0, 2.0])] * 2  # the same beat times in two videos: chance is high, as it should be
+    assert mv_align_chance(same, same, [25.0, 25.0]) == 1.0
 
 
 def test_fad_of_a_set_with_itself_is_zero():

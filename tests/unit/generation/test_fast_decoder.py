@@ -18,7 +18,7 @@ def model(repo):
 
 
 def _frames(batch=2, seed=0):
-    return torch.randn(batch, 3, 16, 64, 64, generator=torch.Generator().manual_seed(seed))
+    return torch.randn(batch, 3, 50, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])

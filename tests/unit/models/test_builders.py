@@ -12,8 +12,8 @@ def test_demo_profile_model_runs_forward(repo):
     model = build_vmas(cfg, torch.randn(4, 2048, cfg.codec.dimension)).eval()
     codes = torch.randint(0, 2048, (2, 4, int(cfg.clip.seconds * cfg.codec.frame_rate)))
     out = model(codes, torch.randn(2, 3, cfg.video.frames, cfg.video.size, cfg.video.size))
-    assert out.logits.shape == (2, 4, 200, 2048) and out.video.shape == (2, cfg.video.frames // 2, 128)
-    music, video = model.embeddings(out)
+    assert out.logits.shape == (2, 4, 200, 2048) and out.video.shape == (2, cfg.video.frames, 128)  # time kept
+    music, video = model.embeddings(codes, out.video)
     assert music.shape == video.shape == (2, cfg.model.contrastive_dim)
 
 

@@ -25,7 +25,7 @@ TINY = ["codec.cardinality=32", "model.music_decoder.dim=32", "model.music_decod
 
 @pytest.fixture
 def token_set(tmp_path, repo):
-    """6 clips (3 videos x 2) of patterned codes, beat weights and 16-frame 64 px training videos."""
+    """6 clips (3 videos x 2) of patterned codes, beat weights and training videos of the demo's frames and size."""
     cfg = load_config(repo / "configs" / "demo.yaml",
                       overrides=[f"paths.artifacts_dir={tmp_path / 'artifacts'}", *TINY])
     torch.manual_seed(0)
@@ -42,8 +42,9 @@ def token_set(tmp_path, repo):
             weights = np.where(rng.random(200) < 0.2, 1.0, 0.5).astype(np.float32)
             tokens = tmp_path / f"v{v}-{k}.npz"
             np.savez(tokens, codes=codes.astype(np.int16), beat_weights=weights)
-            frames = [np.full((64, 64, 3), (40 * i + 10 * f) % 255, np.uint8) for f in range(16)]
-            write_mp4(tmp_path / f"v{v}-{k}.mp4", frames, 4.0)
+            size = cfg.video.size
+            frames = [np.full((size, size, 3), (40 * i + 10 * f) % 255, np.uint8) for f in range(cfg.video.frames)]
+            write_mp4(tmp_path / f"v{v}-{k}.mp4", frames, cfg.video.fps)
             rows.append({"id": cid, "input_id": cid, "key": "k", "error": None, "video_id": f"video{v}",
                          "video_path": str(tmp_path / f"v{v}-{k}.mp4"), "audio_path": "", "tokens_path": str(tokens),
                          "num_codebooks": 4, "num_steps": 200, "token_rate": 50, "beat_weights": weights.tolist(),
@@ -104,7 +105,8 @@ class _Batch:
         codes = torch.randint(0, CARD, (3, 4, 40))
         weights = torch.full((3, 40), 0.5)
         weights[:, ::7] = 1.0
-        return {"codes": codes, "beat_weights": weights, "frames": torch.randn(3, 3, 16, 64, 64)}
+        return {"codes": codes, "beat_weights": weights,
+                "frames": torch.randn(3, 3, cfg.video.frames, cfg.video.size, cfg.video.size)}
 
 
 def _module(cfg, **losses):
