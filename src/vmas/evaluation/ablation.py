@@ -23,6 +23,7 @@ import html
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +174,9 @@ def _log_parent(cfg: Config, parent: str, summary: dict, files: list[Path]) -> N
                 metrics[f"{variant}/{metric}"] = value["mean"]
             if value["ci"] is not None:
                 metrics[f"{variant}/{metric}_ci95"] = value["ci"]
-    tags = {f"target: {t['target']}": "met" if t["met"] else "not met" for t in summary["targets"]}
+    # MLflow tag names allow letters, digits, _ - . space : / only
+    tags = {"target: " + re.sub(r"[^\w\-. :/]", "_", t["target"]): "met" if t["met"] else "not met"
+            for t in summary["targets"]}
     tags.update(seeds=",".join(map(str, summary["seeds"])), variants=",".join(summary["variants"]))
     log_to_run(cfg, parent, metrics, tags, files, NAME)
 

@@ -53,3 +53,18 @@ def test_onset_f_measure_keeps_or_loses_onsets():
     assert onset_f_measure(ref, ref, SR) == 1.0
     assert onset_f_measure(ref, _clicks([t + 0.25 for t in times]), SR) < 0.3  # every onset moved
     assert onset_f_measure(ref, _clicks(times[:2]), SR) == pytest.approx(2 * 2 / (4 + 2), abs=0.01)
+
+
+def test_the_training_si_snr_gains_nothing_by_shrinking_the_output():
+    """The plain formula's eps lets a near-silent output beat a wrong-phase one; the training term does not."""
+    import torch
+
+    from vmas.codec.training import unit_si_snr
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 1, 16000, generator=g)
+    noisy = x + 0.3 * torch.randn(x.shape, generator=g)
+    assert torch.allclose(unit_si_snr(noisy, x), si_snr(noisy, x), atol=1e-3)
+    wrong = torch.randn(x.shape, generator=g)  # right level, no relation to x: about -40 dB
+    assert (si_snr(wrong * 1e-7, x) > si_snr(wrong, x) + 20).all()  # the loophole
+    assert torch.allclose(unit_si_snr(wrong * 1e-7, x), unit_si_snr(wrong, x), atol=0.01)

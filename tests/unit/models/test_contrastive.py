@@ -57,7 +57,6 @@ def test_distinct_clips_keep_distinct_music_embeddings_after_training(repo):
     assert _off_diagonal_cosine(pooled).mean() > 0.95
     # ... the embedding the loss and retrieval use is not
     cosine = _off_diagonal_cosine(music)
-    print("pooled", _off_diagonal_cosine(pooled).mean(), "embedding", cosine.abs().mean(), cosine.max())
     assert cosine.abs().mean() < 0.5 and cosine.max() < 0.9, cosine
 
 
