@@ -125,6 +125,8 @@ def ablation(cfg: Config, seeds: tuple[int, ...] = (0, 1, 2), variants: tuple[st
     from vmas.tracking.runs import child_logger, parent_run
     from vmas.training.train import train
 
+    if not seeds or not variants:
+        raise ValueError(f"{NAME}: give at least one seed and one variant (seeds {list(seeds)}, variants {list(variants)})")
     out = Path(out) if out is not None else output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     for v in variants:
