@@ -63,7 +63,8 @@ def test_metrics_and_plots_come_from_the_stage_outputs(project):
     root, _ = project
     metrics = json.loads(dvc("metrics", "show", "--json", cwd=root).stdout)
     [values] = [v["data"]["artifacts/evaluate/metrics.json"]["data"] for v in metrics.values()]
-    assert set(values) == {"mv_align", "mv_align_reference", "fad", "kl", "retrieval_r1", "retrieval_r10"}
+    assert set(values) == {"mv_align", "mv_align_reference", "mv_align_chance", "mv_align_reference_chance",
+                           "mv_align_codec", "fad", "fad_codec", "kl", "kl_codec", "retrieval_r1", "retrieval_r10"}
     plots = json.loads(dvc("plots", "show", "--json", cwd=root).stdout)
     [curve] = plots["data"]["artifacts/train/training_curve.csv"]
     steps = [int(row["step"]) for row in curve["content"]["data"]["values"]]

@@ -82,7 +82,7 @@ def test_train_codec_from_the_cli_is_logged_to_mlflow(demo):
 
 
 def test_tokens_are_the_training_set(demo):
-    cfg, _, _ = demo
+    cfg, _ = demo
     beats = [r for r in Manifest(manifest_dir(cfg, "beats")).iter_rows() if r["error"] is None]
     rows = Manifest(manifest_dir(cfg, "tokenize")).read().to_pylist()
     assert len(rows) == len(beats) >= 40 and all(r["error"] is None for r in rows)
