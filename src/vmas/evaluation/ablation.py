@@ -123,7 +123,7 @@ def ablation(cfg: Config, seeds: tuple[int, ...] = (0, 1, 2), variants: tuple[st
     """Train and evaluate every variant x seed, then write the table; returns ``ablation.json``'s content."""
     from vmas.evaluation.evaluate import evaluate
     from vmas.tracking.runs import child_logger, parent_run
-    from vmas.training.train import train
+    from vmas.training.train import model_path, train
 
     if not seeds or not variants:
         raise ValueError(f"{NAME}: give at least one seed and one variant (seeds {list(seeds)}, variants {list(variants)})")
@@ -141,8 +141,8 @@ def ablation(cfg: Config, seeds: tuple[int, ...] = (0, 1, 2), variants: tuple[st
                 "stage": NAME, "ablation.variant": variant, "ablation.seed": str(seed)}) if parent else None
             log.info("%s: %s, seed %d", NAME, variant, seed)
             report = train(run_cfg, logger=logger, progress=progress, out=folder / "train")
-            result = evaluate(run_cfg, model_path=folder / "train" / "model.pt", logger=logger, progress=progress,
-                              out=folder / "evaluate")
+            result = evaluate(run_cfg, model_path=model_path(run_cfg, folder / "train"), logger=logger,
+                              progress=progress, out=folder / "evaluate")
             runs.append({"variant": variant, "seed": seed, "steps": report["steps"], "clips": result["clips"],
                          "videos": result["videos"], "metrics": result["metrics"],
                          "run_id": getattr(logger, "run_id", None) if logger is not None else None})

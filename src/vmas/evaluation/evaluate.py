@@ -71,14 +71,12 @@ def held_out_clips(cfg: Config, trained: Config) -> list[dict]:
     return clips[:limit] if limit else clips
 
 
-@functools.lru_cache(maxsize=4096)
 def clip_motion(source_path: str, start_s: float, end_s: float, flow_size: int,
                 chunk: int = 64) -> tuple[np.ndarray, float]:
     """Mean Farneback flow magnitude between neighbouring frames of the source over ``[start_s, end_s]``.
 
     Returns ``(motion [N - 1], fps)``. Frames are decoded straight to a short side of ``flow_size``
-    px and streamed ``chunk`` at a time, so a long or large video never sits in memory. Kept for
-    the process (a few KB a clip): the ablation evaluates many models on the same clips.
+    px and streamed ``chunk`` at a time, so a long or large video never sits in memory.
     """
     import cv2
     import decord
@@ -102,6 +100,10 @@ def clip_motion(source_path: str, start_s: float, end_s: float, flow_size: int,
         motion.append(farneback_motion(np.stack(gray)))
         previous = gray[-1:]  # the next chunk's first flow starts from this frame
     return np.concatenate(motion), fps
+
+
+# a clip's motion, kept for the process (a few KB a clip): the ablation evaluates many models on the same clips
+_held_out_motion = functools.lru_cache(maxsize=4096)(clip_motion)
 
 
 def fingerprint(model_sha256: str, cfg: Config) -> str:
@@ -190,7 +192,7 @@ def _generate_and_score(cfg: Config, model_file: Path, out: Path, device: str, p
             ref = np.pad(ref, (0, len(gen) - len(ref)))
             wav = out / "audio" / f"{_flat(clip['id'])}.wav"
             write_wav(wav, gen / max(1.0, float(np.abs(gen).max())), sr)
-            motion, fps = clip_motion(clip["source_path"], clip["start_s"], clip["end_s"], cfg.evaluate.flow_size)
+            motion, fps = _held_out_motion(clip["source_path"], clip["start_s"], clip["end_s"], cfg.evaluate.flow_size)
             peaks, gen_onsets, ref_onsets = video_peaks(motion, fps, thr), audio_peaks(gen, sr), audio_peaks(ref, sr)
             for kind, times in (("gen", gen_onsets), ("ref", ref_onsets), ("video", peaks)):
                 events[kind].append(times)

@@ -21,7 +21,7 @@ from pathlib import Path
 from vmas.config import Config, RegistryConfig
 from vmas.curation.stage import StageError
 from vmas.io import atomic_write_json
-from vmas.tracking.runs import tracking_uri
+from vmas.tracking.runs import experiment_id, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -208,13 +208,7 @@ def _register(cfg: Config, evaluation: dict, evaluation_dir: Path) -> dict:
 
 
 def _new_run(c, cfg: Config) -> str:
-    experiment = c.get_experiment_by_name(cfg.tracking.experiment)
-    if experiment is None:
-        artifacts = (Path(cfg.paths.artifacts_dir).resolve() / "mlruns").as_uri()
-        experiment_id = c.create_experiment(cfg.tracking.experiment, artifact_location=artifacts)
-    else:
-        experiment_id = experiment.experiment_id
-    run = c.create_run(experiment_id, tags={"stage": "register"}, run_name="register")
+    run = c.create_run(experiment_id(c, cfg), tags={"stage": "register"}, run_name="register")
     c.set_terminated(run.info.run_id)
     return run.info.run_id
 

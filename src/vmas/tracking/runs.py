@@ -16,13 +16,25 @@ def tracking_uri(cfg: Config) -> str:
     return f"sqlite:///{artifacts / 'mlflow.db'}"
 
 
+def artifact_location(cfg: Config) -> str:
+    """Where a new experiment keeps its run artifacts: ``<artifacts_dir>/mlruns`` as a file URI."""
+    return (Path(cfg.paths.artifacts_dir).resolve() / "mlruns").as_uri()
+
+
+def experiment_id(client, cfg: Config) -> str:
+    """The id of ``tracking.experiment`` through ``client`` (an ``MlflowClient``), created when it does not exist yet."""
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(cfg.tracking.experiment, artifact_location=artifact_location(cfg))
+
+
 def mlflow_logger(cfg: Config, run_name: str, tags: dict | None = None):
     """Lightning's ``MLFlowLogger`` for ``tracking.experiment``; run artifacts go to ``<artifacts_dir>/mlruns``."""
     from lightning.pytorch.loggers import MLFlowLogger
 
-    artifacts = (Path(cfg.paths.artifacts_dir).resolve() / "mlruns").as_uri()
     return MLFlowLogger(experiment_name=cfg.tracking.experiment, run_name=run_name, tracking_uri=tracking_uri(cfg),
-                        artifact_location=artifacts, tags={"profile": cfg.profile, **(tags or {})})
+                        artifact_location=artifact_location(cfg), tags={"profile": cfg.profile, **(tags or {})})
 
 
 def parent_run(cfg: Config, run_name: str, key: str, tags: dict | None = None) -> str:
@@ -31,14 +43,12 @@ def parent_run(cfg: Config, run_name: str, key: str, tags: dict | None = None) -
     import mlflow
 
     client = mlflow.tracking.MlflowClient(tracking_uri(cfg))
-    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        cfg.tracking.experiment, artifact_location=(Path(cfg.paths.artifacts_dir).resolve() / "mlruns").as_uri())
-    found = client.search_runs([experiment_id], filter_string=f"tags.`parent.key` = '{key}' and "
-                                                              f"tags.`mlflow.runName` = '{run_name}'")
+    experiment = experiment_id(client, cfg)
+    found = client.search_runs([experiment], filter_string=f"tags.`parent.key` = '{key}' and "
+                                                           f"tags.`mlflow.runName` = '{run_name}'")
     if found:
         return found[0].info.run_id
-    run = client.create_run(experiment_id, run_name=run_name,
+    run = client.create_run(experiment, run_name=run_name,
                             tags={"parent.key": key, "profile": cfg.profile, **(tags or {})})
     return run.info.run_id
 

@@ -37,8 +37,9 @@ def output_dir(cfg: Config) -> Path:
     return Path(cfg.paths.artifacts_dir) / NAME
 
 
-def model_path(cfg: Config) -> Path:
-    return output_dir(cfg) / "model.pt"
+def model_path(cfg: Config, out: Path | None = None) -> Path:
+    """The final weights in ``out`` (default ``<artifacts>/train``)."""
+    return (Path(out) if out is not None else output_dir(cfg)) / "model.pt"
 
 
 def resolve_precision(setting: str) -> str:
@@ -110,9 +111,10 @@ def training_data(cfg: Config, codec_sha: str, clips: list[dict] | None = None) 
     return {"clips": len(keys), "fingerprint": content_key(NAME, keys, settings, codec_sha)}
 
 
-def checkpoint_dir(cfg: Config, fingerprint: str) -> Path:
-    """``<artifacts>/train/checkpoints/<fingerprint>/``: the checkpoints of one data set and settings."""
-    return output_dir(cfg) / "checkpoints" / fingerprint
+def checkpoint_dir(cfg: Config, fingerprint: str, out: Path | None = None) -> Path:
+    """``<out>/checkpoints/<fingerprint>/`` (``out`` default ``<artifacts>/train``): the checkpoints of one
+    data set and settings."""
+    return (Path(out) if out is not None else output_dir(cfg)) / "checkpoints" / fingerprint
 
 
 def _prune_checkpoint_dirs(current: Path) -> None:
@@ -142,14 +144,14 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
     steps = min(max_steps or t.max_steps, t.max_steps)
     out = Path(out) if out is not None else output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    final = out / "model.pt"
+    final = model_path(cfg, out)
     codec_path = _codec_path(cfg)
     codec_sha = file_sha256(codec_path)
     clips = usable_clips(cfg)
     if {c["codec_sha256"] for c in clips} - {codec_sha}:
         raise StageError(f"train: some tokens were made with another codec than {codec_path}; run `vmas tokenize`")
     trained_on = training_data(cfg, codec_sha, clips)
-    checkpoints_dir = out / "checkpoints" / trained_on["fingerprint"]
+    checkpoints_dir = checkpoint_dir(cfg, trained_on["fingerprint"], out)
     last = checkpoints_dir / "last.ckpt"
     ckpt = str(last) if resume and last.is_file() else None
     done = _checkpoint_step(last) if ckpt else 0
