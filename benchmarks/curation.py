@@ -22,7 +22,8 @@ from pathlib import Path
 def _child(stage: str, artifacts: str, data: str) -> None:
     from vmas.config import load_config
     from vmas.curation.ingest import ingest
-    from vmas.curation.runner import manifest_dir, run_stage
+    from vmas.layout import manifest_dir
+    from vmas.curation.runner import run_stage
 
     cfg = load_config(profile="demo", overrides=[f"paths.artifacts_dir={artifacts}", f"paths.data_dir={data}"])
     started = time.perf_counter()

@@ -2,9 +2,9 @@
 vmas's fast decoder and with audiocraft's own streaming ``LMModel`` loop, same model, batch and settings.
 
 The audiocraft column runs the loop ``LMModel.generate`` runs (``LMModel.streaming()`` and
-``_sample_next_token``'s batched classifier-free guidance; see ``vmas.generation.sample``) with
+``_sample_next_token``'s batched classifier-free guidance; see ``vmas.models.sample``) with
 the video condition as tensors, since ``LMModel.generate`` itself only takes text attributes. The
-fast column is :class:`vmas.generation.fast_decoder.FastDecoder` (cross-attention keys and values
+fast column is :class:`vmas.models.fast_decoder.FastDecoder` (cross-attention keys and values
 once per video, a preallocated self-attention cache); on a GPU the static column is the same with
 fixed-shape steps replayed as a CUDA graph (what ``vmas generate`` uses there). Both sample the same tokens for a seed (a
 unit test checks it), so only the speed differs. A step is one position of the delayed sequence
@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 
 from vmas.config import load_config
-from vmas.generation.sample import SamplingSettings, generate_codes
 from vmas.io import atomic_write_json
 from vmas.models.builders import build_vmas
+from vmas.models.sample import SamplingSettings, generate_codes
 
 
 def _sync(device: str) -> None:

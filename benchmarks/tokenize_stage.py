@@ -26,9 +26,10 @@ import torch
 from vmas.codec import build_encodec, encodec_xp_config, save_codec
 from vmas.config import load_config
 from vmas.curation import STAGES
-from vmas.curation.runner import manifest_dir, run_stage
-from vmas.manifest import Manifest
+from vmas.curation.runner import run_stage
 from vmas.io import atomic_write_json
+from vmas.layout import manifest_dir
+from vmas.manifest import Manifest
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"demo": {"n_filters": 8, "dimension": 64, "lstm": 1}, "released": {"n_filters": 64, "dimension": 128, "lstm": 2}}

@@ -18,8 +18,8 @@ RETRAIN_ASSETS = ["train", "evaluate", "register"]
                        "become an ingest batch: a new partition of the curation assets, and a run that curates it. "
                        "Batches ingested outside Dagster (`vmas ingest`, `dvc repro`) become partitions too.")
 def new_videos(context: dg.SensorEvaluationContext, vmas: VmasConfig):
-    from vmas.curation.ingest import batch_name, batches, unregistered_files
-    from vmas.curation.runner import manifest_dir
+    from vmas.curation.batches import batch_name, batches, unregistered_files
+    from vmas.layout import manifest_dir
     from vmas.run_logging import dvc_data_version
 
     cfg = vmas.load()

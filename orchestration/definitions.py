@@ -5,8 +5,10 @@ Environment: ``VMAS_CONFIG`` (a config file; default ./params.yaml) or ``VMAS_PR
 ``VMAS_WORKERS`` (curation worker processes), ``VMAS_DEMO_VIDEOS`` (videos the ``generate``
 asset gives music, separated by ``:``), ``VMAS_MLFLOW_UI`` (where metadata links point), and
 ``VMAS_TRAINING_LAUNCHER``: ``local`` (default: train in the run's process) or ``kubernetes`` (a
-PyTorchJob, sized by ``VMAS_K8S_IMAGE``, ``VMAS_K8S_NAMESPACE``, ``VMAS_K8S_NODES``,
-``VMAS_K8S_GPUS_PER_NODE`` and ``VMAS_K8S_NODE_SELECTOR`` (JSON)).
+PyTorchJob whose spec comes from ``VMAS_K8S_<FIELD>``, one variable per field of
+``orchestration.kubernetes_training.TrainingJobSpec``: ``VMAS_K8S_IMAGE`` (required),
+``VMAS_K8S_NAMESPACE``, ``VMAS_K8S_NODES``, ``VMAS_K8S_GPUS_PER_NODE``, ``VMAS_K8S_NODE_SELECTOR``
+(JSON) and the others; unset or empty keeps the field's default).
 """
 
 import json
@@ -17,7 +19,7 @@ import dagster as dg
 from orchestration.assets.curation import curation_assets
 from orchestration.assets.model import model_assets
 from orchestration.automation import new_videos, retrain_schedule
-from orchestration.kubernetes_training import KubernetesTrainingLauncher
+from orchestration.kubernetes_training import KubernetesTrainingLauncher, TrainingJobSpec
 from orchestration.resources import LocalTrainingLauncher, MlflowTracking, TrainingLauncher, VmasConfig
 
 
@@ -34,6 +36,11 @@ def build_definitions(vmas: VmasConfig, mlflow_ui: str = "http://127.0.0.1:5000"
 
 
 def launcher_from_env(env: dict[str, str]) -> TrainingLauncher:
+    """The launcher ``VMAS_TRAINING_LAUNCHER`` names; a Kubernetes one takes its spec from ``VMAS_K8S_*``.
+
+    Each ``VMAS_K8S_<FIELD>`` sets that field of :class:`TrainingJobSpec`, so the defaults stay in
+    the spec: text fields as they are, the others (numbers, flags, the node selector) as JSON.
+    """
     kind = env.get("VMAS_TRAINING_LAUNCHER", "local")
     if kind == "local":
         return LocalTrainingLauncher()
@@ -41,10 +48,12 @@ def launcher_from_env(env: dict[str, str]) -> TrainingLauncher:
         raise ValueError(f"VMAS_TRAINING_LAUNCHER={kind!r}: expected local or kubernetes")
     if not env.get("VMAS_K8S_IMAGE"):
         raise ValueError("VMAS_TRAINING_LAUNCHER=kubernetes needs VMAS_K8S_IMAGE (the image the training pods run)")
-    return KubernetesTrainingLauncher(image=env["VMAS_K8S_IMAGE"], namespace=env.get("VMAS_K8S_NAMESPACE", "vmas"),
-                                      nodes=int(env.get("VMAS_K8S_NODES", "1")),
-                                      gpus_per_node=int(env.get("VMAS_K8S_GPUS_PER_NODE", "1")),
-                                      node_selector=json.loads(env.get("VMAS_K8S_NODE_SELECTOR") or "{}"))
+    spec = {}
+    for name, field in TrainingJobSpec.model_fields.items():
+        value = env.get(f"VMAS_K8S_{name.upper()}")
+        if value:
+            spec[name] = value if field.annotation is str else json.loads(value)
+    return KubernetesTrainingLauncher(spec=TrainingJobSpec(**spec))
 
 
 defs = build_definitions(

@@ -13,11 +13,12 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import dagster as dg
+from pydantic import Field
 
 from orchestration.resources import TrainingLauncher
 from vmas.config import Config
@@ -29,25 +30,40 @@ TRANSIENT = {429, 500, 502, 503, 504}  # API answers worth asking again
 MAX_API_ERRORS = 10  # in a row
 
 
-@dataclass(frozen=True)
-class TrainingJob:
-    """What changes from one cluster, or one run, to the next."""
+class TrainingJobSpec(dg.Config):
+    """What changes from one cluster to the next: the image, where the pods run and how big they are.
 
-    name: str
-    image: str
-    namespace: str = "vmas"
-    nodes: int = 1
-    gpus_per_node: int = 1
-    cpu_per_node: str = "8"
-    memory_per_node: str = "64Gi"
-    shm_size: str = "32Gi"  # /dev/shm, where DataLoader workers hand batches over
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerate_gpu_taint: bool = False  # tolerate nvidia.com/gpu:NoSchedule
-    data_claim: str = "vmas-data"
-    artifacts_claim: str = "vmas-artifacts"
-    params_config_map: str = "vmas-params"
-    backoff_limit: int = 20  # pod restarts (each resumes from the newest checkpoint) before the job fails
-    tags: dict[str, str] = field(default_factory=dict)  # on the MLflow run (`vmas train --tag`)
+    The one definition of these settings: the launcher's ``spec`` (so the Dagster UI shows and
+    changes them), ``VMAS_K8S_<FIELD>`` in ``orchestration.definitions``, and, with a name and tags,
+    the :class:`TrainingJob` that :func:`pytorchjob` renders.
+    """
+
+    image: str = Field(description="The vmas image the training pods run.")
+    namespace: str = Field("vmas", description="The namespace of the PyTorchJob and its pods.")
+    nodes: int = Field(1, description="Pods: one Master, then nodes - 1 Workers.")
+    gpus_per_node: int = Field(1, description="GPUs each pod requests, and torchrun processes per pod.")
+    cpu_per_node: str = Field("8", description="CPU each pod requests.")
+    memory_per_node: str = Field("64Gi", description="Memory each pod requests and is limited to.")
+    shm_size: str = Field("32Gi", description="Size of /dev/shm, where DataLoader workers hand batches over.")
+    node_selector: dict[str, str] = Field({}, description="Labels of the nodes the pods may run on.")
+    tolerate_gpu_taint: bool = Field(
+        True, description="Tolerate nvidia.com/gpu:NoSchedule, the taint of GPU nodes in a shared cluster.")
+    data_claim: str = Field("vmas-data", description="The PersistentVolumeClaim of the data, mounted at /data.")
+    artifacts_claim: str = Field(
+        "vmas-artifacts", description="The PersistentVolumeClaim of the artifacts, mounted at /artifacts.")
+    params_config_map: str = Field("vmas-params", description=f"The ConfigMap of the profile, at {PARAMS_FILE}.")
+    backoff_limit: int = Field(
+        20, description="Pod restarts (each resumes from the newest checkpoint) before the job fails.")
+
+
+class TrainingJob(TrainingJobSpec):
+    """One job: the spec, plus the name it is submitted under and the tags of its MLflow run."""
+
+    name: str = Field(description="The PyTorchJob's name; its master pod is <name>-master-0.")
+    tags: dict[str, str] = Field({}, description="Tags on the MLflow run (`vmas train --tag`).")
+    # The job on its own is the pod of k8s/components/pytorchjob, which tolerates no taint (dev-1gpu);
+    # the launcher's spec, for a shared cluster, does.
+    tolerate_gpu_taint: bool = Field(False, description="Tolerate nvidia.com/gpu:NoSchedule.")
 
 
 def pytorchjob(job: TrainingJob) -> dict:
@@ -237,32 +253,23 @@ def kubernetes_log_stream(core) -> Callable[[str, str], Iterable[str]]:
 
 
 class KubernetesTrainingLauncher(TrainingLauncher):
-    """Trains on the cluster: a PyTorchJob of ``nodes`` x ``gpus_per_node`` GPUs in ``namespace`` (the
-    Kubeflow Training Operator must be installed), followed until it ends.
+    """Trains on the cluster: a PyTorchJob of ``spec.nodes`` x ``spec.gpus_per_node`` GPUs in
+    ``spec.namespace`` (the Kubeflow Training Operator must be installed), followed until it ends.
 
     The Dagster run must see the artifacts volume at ``paths.artifacts_dir`` (the Helm values in
     ``k8s/dagster`` mount it), where the job writes its report; the MLflow run is found by the
     Dagster run's tag and its metrics are added to the report.
     """
 
-    image: str
-    namespace: str = "vmas"
-    nodes: int = 1
-    gpus_per_node: int = 1
-    cpu_per_node: str = "8"
-    memory_per_node: str = "64Gi"
-    shm_size: str = "32Gi"
-    node_selector: dict[str, str] = {}
-    tolerate_gpu_taint: bool = True
-    backoff_limit: int = 20
+    spec: TrainingJobSpec
     poll_seconds: float = 30.0
     timeout_hours: float = 168.0
     in_cluster: bool = True  # the service account's credentials; False: ~/.kube/config
 
     def job(self, tags: dict[str, str]) -> TrainingJob:
-        """The job for one Dagster run: named after it, sized by this launcher's settings."""
-        sizes = {f.name: getattr(self, f.name) for f in fields(TrainingJob) if f.name in type(self).model_fields}
-        return TrainingJob(name=f"vmas-train-{tags.get('dagster_run_id', 'manual')[:8]}", tags=dict(tags), **sizes)
+        """The job for one Dagster run: this launcher's spec, named after the run and tagged with it."""
+        return TrainingJob(name=f"vmas-train-{tags.get('dagster_run_id', 'manual')[:8]}", tags=dict(tags),
+                           **{name: getattr(self.spec, name) for name in TrainingJobSpec.model_fields})
 
     def clients(self) -> tuple[Any, Any]:
         from kubernetes import client, config
@@ -288,9 +295,9 @@ def read_back(cfg: Config, tags: dict[str, str]) -> dict:
     from mlflow import MlflowClient
 
     from vmas.tracking.runs import tracking_uri
-    from vmas.training.train import output_dir
+    from vmas.layout import output_dir
 
-    path = output_dir(cfg) / "report.json"
+    path = output_dir(cfg, "train") / "report.json"
     if not path.is_file():
         raise TrainingJobFailed(f"the training job succeeded but {path} does not exist: mount the artifacts volume in "
                                 "the Dagster run at paths.artifacts_dir")

@@ -44,13 +44,28 @@ def batches_to_run(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[s
     return known[-1:]
 
 
+def stage_runs() -> list[tuple[str, list[str]]]:
+    """``STAGES`` cut into runs: consecutive stages of one scope go together, as ``("batch", [...])`` (run per
+    ingest batch) or ``("dataset", [...])`` (run once over every batch)."""
+    runs: list[tuple[str, list[str]]] = []
+    for name, stage in STAGES.items():
+        if runs and runs[-1][0] == stage.scope:
+            runs[-1][1].append(name)
+        else:
+            runs.append((stage.scope, [name]))
+    return runs
+
+
 def materialize_all(instance: dg.DagsterInstance, defs: dg.Definitions, log_level: str = "INFO") -> list:
     """Every asset and check, in runs that keep the codec and the tokens consistent; returns the results.
 
-    1. each batch to run: ``ingest`` to ``beats`` for that partition;
-    2. ``train_codec`` (it reads every batch's clips, so new clips may give a new codec);
-    3. ``tokenize`` for every partition: new batches, and old ones again if the codec changed
-       (otherwise each is already done and costs a moment);
+    The stages run in the registry's order, cut by scope (:func:`stage_runs`):
+
+    1. each new batch: the batch stages up to the first dataset stage (``ingest`` to ``beats``);
+    2. a dataset stage once (``train_codec``: it reads every batch's clips, so new clips may give a new codec);
+    3. the batch stages after it for every partition: new batches, and old ones again, whose results
+       may depend on the dataset stage (``tokenize``, if the codec changed; otherwise each is already
+       done and costs a moment);
     4. ``train``, ``evaluate``, ``register`` and ``generate``.
 
     Stops at the first failed run (a blocking check failing, for instance).
@@ -68,11 +83,17 @@ def materialize_all(instance: dg.DagsterInstance, defs: dg.Definitions, log_leve
     batches = batches_to_run(instance, defs)
     if not batches:
         return results
-    curation = [name for name in STAGES if name != "tokenize"]
-    if not all(run(curation, batch) for batch in batches) or not run(["train_codec"]):
-        return results
-    if all(run(["tokenize"], batch) for batch in instance.get_dynamic_partitions(ingest_batches.name)):
-        run(["train", "evaluate", "register", "generate"])
+    after_dataset = False  # a batch run after a dataset stage covers every batch
+    for scope, names in stage_runs():
+        if scope == "dataset":
+            ok = run(names)
+            after_dataset = True
+        else:
+            partitions = instance.get_dynamic_partitions(ingest_batches.name) if after_dataset else batches
+            ok = all(run(names, batch) for batch in partitions)
+        if not ok:
+            return results
+    run(["train", "evaluate", "register", "generate"])
     return results
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from vmas.codec import load_codec
 from vmas.codec.train_codec import evaluate_codec
 from vmas.config import BUNDLED_CODECS
-from vmas.curation.tokenize import file_sha256
 from vmas.io import atomic_write_json
+from vmas.io import file_sha256
 from vmas.manifest import Manifest
 
 

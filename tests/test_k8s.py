@@ -359,7 +359,7 @@ def test_the_launcher_returns_the_jobs_report_with_its_mlflow_run(repo, tmp_path
         def log_stream(self, core):
             return cluster.stream
 
-    launcher = OnFakeCluster(image="vmas:1", poll_seconds=0.0)
+    launcher = OnFakeCluster(spec={"image": "vmas:1"}, poll_seconds=0.0)
     report = launcher.launch(cfg, {"dagster_run_id": "run1-abcdef"})
     assert report["run_id"] == launcher._run_id and report["final"] == {"train/loss": 6.0, "val/ce": 6.5}
     assert cluster.created[0]["metadata"]["name"] == "vmas-train-run1-abc"

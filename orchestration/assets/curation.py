@@ -1,29 +1,31 @@
-"""Curation assets, one per stage in ``vmas.curation.STAGES``, partitioned by ingest batch.
+"""Pipeline assets, one per stage in ``vmas.curation.STAGES``, with the registry's dependencies and titles.
 
 Raw data arrive in batches: the new-video sensor registers each batch as a dynamic partition,
-and materialising a partition runs each stage on that batch's videos only (``run_stage(...,
-batch=)``); the manifests are shared, so earlier batches are never redone.
+and materialising a partition runs each batch-scoped stage on that batch's videos only
+(``run_stage(..., batch=)``); the manifests are shared, so earlier batches are never redone.
+Dataset-scoped stages (``train_codec``: it reads every batch's clips) are unpartitioned.
 """
 
 from pathlib import Path
 
 import dagster as dg
 
+from orchestration.assets.metadata import floats, image, link, tags
 from orchestration.checks import suite_check_result, suite_check_spec
-from orchestration.resources import VmasConfig
+from orchestration.resources import MlflowTracking, VmasConfig
 from vmas.curation import STAGES
+from vmas.curation.batches import batch_video_ids
+from vmas.layout import manifest_dir, output_dir
 from vmas.quality.suites import SUITES
+from vmas.stage import Stage
 
 ingest_batches = dg.DynamicPartitionsDefinition(name="ingest_batches")
 
 GROUP = "curation"
-# what each stage's asset is, in the words of the pipeline (raw videos -> probed -> filtered -> ...)
-TITLES = {"ingest": "raw videos", "probe": "probed videos", "filter_static": "dynamic videos (static ones dropped)",
-          "remove_vocals": "instrumentals", "clip": "clips", "beats": "beat weights", "tokenize": "training tokens"}
 
 
 def _stage_metadata(report, cfg, stage: str) -> dict:
-    from vmas.curation.runner import manifest_dir
+    from vmas.layout import manifest_dir
 
     metadata = {"rows": dg.MetadataValue.int(report.rows), "errors": dg.MetadataValue.int(report.errors),
                 "processed": dg.MetadataValue.int(report.processed),
@@ -43,40 +45,74 @@ def _stage_metadata(report, cfg, stage: str) -> dict:
     return metadata
 
 
-def ingest_asset() -> dg.AssetsDefinition:
-    @dg.asset(name="ingest", partitions_def=ingest_batches, group_name=GROUP, kinds={"parquet"},
-              check_specs=[suite_check_spec("ingest", ingest_batches)],
-              description="Raw videos: new files under paths.data_dir registered by content hash as this batch.")
-    def ingest(context: dg.AssetExecutionContext, vmas: VmasConfig):
-        from vmas.curation.ingest import batch_video_ids, ingest as ingest_videos
-        from vmas.curation.runner import manifest_dir
-
-        cfg = vmas.load()
-        batch = context.partition_key
-        counts = ingest_videos(cfg, manifest_dir(cfg, "ingest"), [Path(cfg.paths.data_dir)], batch=batch,
-                               progress=False)
-        rows = len(batch_video_ids(manifest_dir(cfg, "ingest"), batch))
-        context.log.info("ingest %s: %d new videos (%d in the batch), %d already known, %d duplicates", batch,
-                         counts["new"], rows, counts["known"], counts["duplicate"])
-        yield dg.MaterializeResult(metadata={
-            "rows": dg.MetadataValue.int(rows), "new": dg.MetadataValue.int(counts["new"]),
+def _ingest_metadata(counts: dict, cfg, batch: str | None) -> tuple[dict, int]:
+    rows = len(batch_video_ids(manifest_dir(cfg, "ingest"), batch))
+    return {"rows": dg.MetadataValue.int(rows), "new": dg.MetadataValue.int(counts["new"]),
             "already known": dg.MetadataValue.int(counts["known"]),
             "duplicates": dg.MetadataValue.int(counts["duplicate"]),
             "unreadable": dg.MetadataValue.int(counts["unreadable"]),
-            "data dir": dg.MetadataValue.path(str(Path(cfg.paths.data_dir).resolve()))})
-        yield suite_check_result("ingest", cfg, batch, rows)
+            "data dir": dg.MetadataValue.path(str(Path(cfg.paths.data_dir).resolve()))}, rows
 
-    return ingest
+
+def _codec_metadata(report: dict, cfg, mlflow: MlflowTracking) -> dict:
+    from vmas.codec.loading import resolve_codec_path
+
+    metadata = {"codec": dg.MetadataValue.path(str(resolve_codec_path(cfg)))}
+    if "metrics" not in report:
+        metadata["pretrained"] = dg.MetadataValue.text(report.get("skipped", ""))
+        return metadata
+    metadata.update(floats(report["metrics"], "held-out "))
+    metadata.update({"train clips": dg.MetadataValue.int(report["train_clips"]),
+                     "steps": dg.MetadataValue.int(report["steps"])})
+    link(metadata, "MLflow run", mlflow.run_url(cfg, report.get("run_id")))
+    curves = output_dir(cfg, "train_codec") / "training_curves.png"
+    if curves.is_file():
+        metadata["training curves"] = image(curves)
+    return metadata
+
+
+def _description(name: str, stage: Stage) -> str:
+    where = "on this batch's videos" if stage.scope == "batch" else "on every batch"
+    return f"{stage.title[:1].upper()}{stage.title[1:]}: {stage.description} (`vmas {name}`, {where})."
+
+
+def whole_stage_asset(name: str) -> dg.AssetsDefinition:
+    """The asset of a stage that runs whole (``ingest``: this batch's new files; ``train_codec``)."""
+    stage = STAGES[name]
+    partitions = ingest_batches if stage.scope == "batch" else None
+
+    @dg.asset(name=name, partitions_def=partitions, group_name=GROUP, deps=list(stage.needs),
+              kinds={"parquet"} if stage.schema is not None else {"pytorch", "mlflow"},
+              check_specs=[suite_check_spec(name, partitions)] if name in SUITES else None,
+              description=_description(name, stage))
+    def _asset(context: dg.AssetExecutionContext, vmas: VmasConfig, mlflow: MlflowTracking):
+        from vmas.tracking.runs import mlflow_logger
+
+        cfg = mlflow.apply(vmas.load())
+        batch = context.partition_key if partitions is not None else None
+        logger = mlflow_logger(cfg, name, {"stage": name, **tags(context)}) if stage.tracked(cfg) else None
+        report = stage.run(cfg, progress=False, batch=batch, logger=logger)
+        rows = None
+        if name == "ingest":
+            metadata, rows = _ingest_metadata(report, cfg, batch)
+            context.log.info("ingest %s: %d new videos (%d in the batch), %d already known, %d duplicates", batch,
+                             report["new"], rows, report["known"], report["duplicate"])
+        else:
+            metadata = _codec_metadata(report, cfg, mlflow)
+        yield dg.MaterializeResult(metadata=metadata)
+        if name in SUITES:
+            yield suite_check_result(name, cfg, batch, rows)
+
+    return _asset
 
 
 def row_stage_asset(name: str) -> dg.AssetsDefinition:
+    """The asset of a row-by-row stage: ``run_stage`` on this batch's videos."""
     stage = STAGES[name]
-    deps = [stage.upstream] + (["train_codec"] if name == "tokenize" else [])
 
-    @dg.asset(name=name, partitions_def=ingest_batches, group_name=GROUP, deps=deps, kinds={"parquet"},
+    @dg.asset(name=name, partitions_def=ingest_batches, group_name=GROUP, deps=list(stage.needs), kinds={"parquet"},
               check_specs=[suite_check_spec(name, ingest_batches)] if name in SUITES else None,
-              description=f"{TITLES[name][:1].upper()}{TITLES[name][1:]}: {stage.description} "
-                          f"(`vmas {name}`, on this batch's videos).")
+              description=_description(name, stage))
     def _asset(context: dg.AssetExecutionContext, vmas: VmasConfig):
         from vmas.curation.runner import run_stage
 
@@ -92,4 +128,4 @@ def row_stage_asset(name: str) -> dg.AssetsDefinition:
     return _asset
 
 
-curation_assets = [ingest_asset(), *(row_stage_asset(n) for n, s in STAGES.items() if s.process is not None)]
+curation_assets = [row_stage_asset(n) if s.row_wise else whole_stage_asset(n) for n, s in STAGES.items()]

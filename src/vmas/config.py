@@ -9,8 +9,10 @@ path, the expected type and the file it came from.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import types
+import warnings
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal
@@ -31,6 +33,8 @@ Genre = Literal["electronic", "rock", "folk", "ambient"]
 
 ACTIVE_PARAMS_FILE = "params.yaml"
 PROFILE_DIR_ENV = "VMAS_CONFIG_DIR"
+
+log = logging.getLogger(__name__)
 
 
 BUNDLED_PREFIX = "vmas:"  # codec.pretrained: vmas:<name> names a codec shipped in the package
@@ -244,8 +248,9 @@ class EvaluateConfig(_Section):
     report_clips: Annotated[int, Field(ge=0)] = Field(default=4, description="clips plotted in the report")
 
 
-class RegistryConfig(_Section):
-    """MLflow model registry: every evaluated model becomes a version of ``name`` with alias ``challenger``;
+class RegisterConfig(_Section):
+    """The ``register`` stage (the MLflow model registry): every evaluated model becomes a version of ``name``
+    with alias ``challenger``;
     it becomes ``champion`` when it beats the current one on ``primary_metrics`` (metric -> max|min)."""
 
     name: str = "vmas"
@@ -355,6 +360,11 @@ class TrainConfig(_Section):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # --set train.devices=8
 
 
+# The ``register`` section is named after its stage; the name shadows ``ABCMeta.register`` (pydantic warns),
+# a class method no config calls.
+warnings.filterwarnings("ignore", message='Field name "register" in "Config" shadows', category=UserWarning)
+
+
 class Config(_Section):
     """The whole configuration. Every section is required in a profile file."""
 
@@ -374,7 +384,7 @@ class Config(_Section):
     tracking: TrackingConfig = TrackingConfig()
     generate: GenerateConfig = GenerateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
-    registry: RegistryConfig = RegistryConfig()
+    register: RegisterConfig = RegisterConfig()
     retrain: RetrainConfig = RetrainConfig()
 
     @model_validator(mode="after")
@@ -451,6 +461,7 @@ def load_config(
         raise ConfigError(str(source), [f"not valid YAML: {exc}"]) from None
     if not isinstance(data, dict):
         raise ConfigError(str(source), [f"the top level must be a mapping of sections, got {type(data).__name__}"])
+    _rename_sections(data, str(source))
     overrides = list(overrides)
     for item in overrides:
         apply_override(data, item)
@@ -458,10 +469,28 @@ def load_config(
     return validate_config(data, label)
 
 
+# Sections renamed so that a stage's parameters sit under the stage's own name: old name -> new name.
+RENAMED_SECTIONS = {"registry": "register"}
+
+
+def _rename_sections(data: dict, source: str) -> None:
+    """Read a config written before a section was renamed: its old section moves to the new name (warned)."""
+    for old, new in RENAMED_SECTIONS.items():
+        if old in data:
+            if new in data:
+                raise ConfigError(source, [f"both {old!r} and {new!r} are given; {old!r} is the old name of {new!r}"])
+            log.warning("%s: the config section %r is now called %r (the stage's name); please rename it", source,
+                        old, new)
+            data[new] = data.pop(old)
+
+
 def apply_override(data: dict, item: str) -> None:
     """Set ``a.b.c=value`` in nested ``data``; the value is parsed as YAML (``0.5``, ``[1, 2]``, ``null``)."""
     key, sep, raw = item.partition("=")
     parts = key.strip().split(".")
+    if parts[0] in RENAMED_SECTIONS:
+        log.warning("--set %s: the section %r is now called %r", item, parts[0], RENAMED_SECTIONS[parts[0]])
+        parts[0] = RENAMED_SECTIONS[parts[0]]
     if not sep or not all(parts):
         raise ConfigError("--set", [f"{item!r}: expected KEY.PATH=VALUE, e.g. filter_static.threshold=0.6"])
     try:

@@ -1,8 +1,10 @@
-"""Atomic file writes: a reader never sees a half-written file, and a crash leaves the old one intact."""
+"""File writes and hashes: atomic writes (a reader never sees a half-written file, a crash leaves the old one
+intact) and the one content hash every part names files by."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -44,3 +46,20 @@ def atomic_write_text(target: str | Path, text: str) -> None:
 
 def atomic_write_json(target: str | Path, obj: Any) -> None:
     atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, or of every file of a folder in name order (their relative paths included).
+
+    Names a model, a codec or a raw video by its content: the registry, the stage keys and the
+    model file's codec check all compare these.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if file.is_file():
+            digest.update(file.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+            with open(file, "rb") as f:
+                while block := f.read(1 << 22):
+                    digest.update(block)
+    return digest.hexdigest()

@@ -98,8 +98,24 @@ class Manifest:
                 if not all(mask):
                     batch = batch.filter(pa.array(mask))
                 if batch.num_rows:
+                    batch = self._add_missing(batch, read_cols)
                     yield batch if columns is None else batch.select(columns)
             seen |= in_part
+
+    def _add_missing(self, batch: pa.RecordBatch, wanted: list[str] | None) -> pa.RecordBatch:
+        """``batch`` with the columns of the schema (those ``wanted``, or all) that its part predates, as
+        nulls: a part written before a stage gained a column reads like a newer one, so ``read`` and
+        ``compact`` still work on a manifest kept from before."""
+        if self.schema is None:
+            return batch
+        wanted = self.schema.names if wanted is None else wanted
+        missing = [self.schema.field(n) for n in wanted if n in self.schema.names and n not in batch.schema.names]
+        if not missing:
+            return batch
+        for f in missing:
+            batch = batch.append_column(f, pa.nulls(batch.num_rows, f.type))
+        order = [n for n in self.schema.names if n in batch.schema.names]
+        return batch.select(order + [n for n in batch.schema.names if n not in order])
 
     def iter_rows(self, columns: list[str] | None = None) -> Iterator[dict]:
         for batch in self.iter_batches(columns):

@@ -10,7 +10,8 @@ import pytest
 from vmas.config import load_config
 from vmas.curation import STAGES
 from vmas.curation.ingest import ingest
-from vmas.curation.runner import manifest_dir, run_stage
+from vmas.curation.runner import run_stage
+from vmas.layout import manifest_dir
 from vmas.media import write_mp4
 
 
@@ -96,12 +97,12 @@ def trained(demo_pipeline, repo):
     evaluation tests so neither finds the other's run in its way."""
     import json
 
-    from vmas.training.train import output_dir
+    from vmas.layout import output_dir
 
     cfg, _ = demo_pipeline
     first = _train_demo(cfg, repo, "--max-steps", "12", "--set", "train.val_every_n_steps=6",
                         "--set", "train.checkpoint_every_n_steps=6")
-    first["history"] = json.loads((output_dir(cfg) / "report.json").read_text())["history"]  # not printed
+    first["history"] = json.loads((output_dir(cfg, "train") / "report.json").read_text())["history"]  # not printed
     return cfg, first
 
 

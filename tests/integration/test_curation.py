@@ -10,7 +10,8 @@ import pytest
 
 from vmas.curation import STAGES
 from vmas.curation.ingest import ingest
-from vmas.curation.runner import manifest_dir, read_summary, run_stage
+from vmas.curation.runner import read_summary, run_stage
+from vmas.layout import manifest_dir
 from vmas.manifest import Manifest
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,9 @@ import mlflow
 import pytest
 import torch
 
-from vmas.evaluation.evaluate import output_dir
-from vmas.generation.package import load_model_package
-from vmas.generation.sample import SamplingSettings, generate_codes
+from vmas.layout import output_dir
+from vmas.models.package import load_model_package
+from vmas.models.sample import SamplingSettings, generate_codes
 from vmas.tracking import registry
 from vmas.tracking.runs import tracking_uri
 
@@ -44,7 +44,7 @@ def evaluated(trained, repo):
 
 def test_evaluate_writes_every_metric_and_a_report(evaluated):
     cfg, printed, _ = evaluated
-    out = output_dir(cfg)
+    out = output_dir(cfg, "evaluate")
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == METRICS and all(math.isfinite(v) for v in metrics.values())
     assert 0 <= metrics["mv_align"] <= 1 and 0 <= metrics["retrieval_r1"] <= metrics["retrieval_r10"] <= 1
@@ -71,7 +71,7 @@ def test_the_champion_holds_the_metrics_report_and_package(evaluated):
 
 def test_reruns_do_nothing_new(evaluated, repo):
     cfg, _, registered = evaluated
-    wav = Path(json.loads((output_dir(cfg) / "evaluation.json").read_text())["per_clip"][0]["audio"])
+    wav = Path(json.loads((output_dir(cfg, "evaluate") / "evaluation.json").read_text())["per_clip"][0]["audio"])
     before = wav.stat().st_mtime_ns
     _vmas(cfg, repo, "evaluate", "--no-progress")
     again = json.loads(_vmas(cfg, repo, "register").stdout)
@@ -93,7 +93,7 @@ def test_the_registered_champion_generates(evaluated, tmp_path):
 def test_a_listening_test_round_trip(evaluated, repo, tmp_path):
     cfg, _, _ = evaluated
     study = tmp_path / "study"
-    _vmas(cfg, repo, "ab", "build", str(study), "--a", str(output_dir(cfg)), config=False)
+    _vmas(cfg, repo, "ab", "build", str(study), "--a", str(output_dir(cfg, "evaluate")), config=False)
     key = json.loads((study / "key.json").read_text())
     assert (study / "page" / "index.html").is_file() and len(key["pairs"]) >= 2
     model = next(s for s in key["pairs"]["p001"]["sides"].values() if s != "real music")

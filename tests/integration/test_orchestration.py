@@ -109,7 +109,7 @@ def test_the_whole_graph_materialises_and_every_check_passes(materialized):
 def test_the_schedule_retrains_only_when_enough_new_clips_arrived(materialized):
     from orchestration.automation import RETRAIN_ASSETS, retrain_schedule
     from orchestration.resources import VmasConfig
-    from vmas.curation.runner import manifest_dir
+    from vmas.layout import manifest_dir
     from vmas.manifest import Manifest
 
     cfg, config = materialized["cfg"], str(materialized["root"] / "config.yaml")
@@ -119,7 +119,7 @@ def test_the_schedule_retrains_only_when_enough_new_clips_arrived(materialized):
     with dg.DagsterInstance.get() as instance:
         skip = schedule(dg.build_schedule_context(instance=instance, resources={"vmas": VmasConfig(config_file=config)}))
         # another registry has no champion: training is due, once per data version (the run key)
-        other = VmasConfig(config_file=config, overrides=["registry.name=another"])
+        other = VmasConfig(config_file=config, overrides=["register.name=another"])
         request = schedule(dg.build_schedule_context(instance=instance, resources={"vmas": other}))
     assert isinstance(skip, dg.SkipReason)
     assert skip.skip_message == (f"0 new clips since champion version 1 was trained on {clips}; "
@@ -230,8 +230,8 @@ def test_the_webserver_serves_the_graph_checks_sensor_and_schedule(materialized)
 def test_a_failing_check_stops_everything_downstream(materialized):
     """A probe row with an impossible frame rate: probe's blocking check fails; nothing after it runs."""
     from vmas.curation import STAGES
-    from vmas.curation.ingest import batch_video_ids
-    from vmas.curation.runner import manifest_dir
+    from vmas.curation.batches import batch_video_ids
+    from vmas.layout import manifest_dir
     from vmas.manifest import Manifest
 
     cfg, defs = materialized["cfg"], materialized["defs"]

@@ -17,10 +17,13 @@ import numpy as np
 import pytest
 
 from vmas.codec import load_codec
-from vmas.codec.train_codec import evaluate_codec, output_dir, resolve_codec_path
+from vmas.codec.loading import resolve_codec_path
+from vmas.codec.train_codec import evaluate_codec
+from vmas.layout import output_dir
 from vmas.config import BUNDLED_CODECS
-from vmas.curation.runner import manifest_dir, run_stage
-from vmas.curation.tokenize import file_sha256
+from vmas.curation.runner import run_stage
+from vmas.io import file_sha256
+from vmas.layout import manifest_dir
 from vmas.manifest import Manifest
 from vmas.tracking.runs import tracking_uri
 
@@ -35,7 +38,7 @@ def demo(demo_pipeline):
 def test_the_demo_profile_tokenizes_with_the_shipped_codec(demo):
     cfg, stdout = demo
     shipped = BUNDLED_CODECS / "demo" / "compression_state_dict.bin"
-    assert resolve_codec_path(cfg) == shipped and not (output_dir(cfg) / "compression_state_dict.bin").exists()
+    assert resolve_codec_path(cfg) == shipped and not (output_dir(cfg, "train_codec") / "compression_state_dict.bin").exists()
     rows = Manifest(manifest_dir(cfg, "tokenize")).read().to_pylist()
     assert {r["codec_sha256"] for r in rows} == {file_sha256(shipped)}
     codec = load_codec(shipped)
@@ -71,7 +74,7 @@ def test_train_codec_from_the_cli_is_logged_to_mlflow(demo):
     result = subprocess.run(args, capture_output=True, text=True, cwd=root, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     trained = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"artifacts_dir": root / "codec-run"})})
-    report = json.loads((output_dir(trained) / "report.json").read_text())
+    report = json.loads((output_dir(trained, "train_codec") / "report.json").read_text())
     assert report["gate"]["passed"] and report["steps"] == 4
     client = mlflow.tracking.MlflowClient(tracking_uri(trained))
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)

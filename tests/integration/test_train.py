@@ -6,8 +6,9 @@ import mlflow
 import pytest
 import torch
 
+from vmas.layout import checkpoint_dir, model_path
 from vmas.tracking.runs import tracking_uri
-from vmas.training.train import checkpoint_dir, model_path, output_dir
+from vmas.layout import output_dir
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,7 @@ def test_train_leaves_weights_checkpoints_and_curves(trained):
     assert package["codec_sha256"] == report["codec_sha256"] and package["config"]["profile"] == "demo"
     checkpoints = {p.name for p in checkpoint_dir(cfg, report["trained_on"]["fingerprint"]).iterdir()}
     assert {"last.ckpt", "step-6.ckpt", "step-12.ckpt"} <= checkpoints
-    assert (output_dir(cfg) / "training_curves.png").is_file() and (output_dir(cfg) / "validation_curves.png").is_file()
+    assert (output_dir(cfg, "train") / "training_curves.png").is_file() and (output_dir(cfg, "train") / "validation_curves.png").is_file()
     assert all(torch.isfinite(torch.tensor(r["train/loss"])) for r in report["history"] if "train/loss" in r)
 
 
@@ -43,5 +44,5 @@ def test_a_second_run_resumes_from_the_last_checkpoint(trained, repo, train_demo
     second = train_demo(cfg, repo, "--max-steps", "14", "--set", "train.val_every_n_steps=6",
                     "--set", "train.checkpoint_every_n_steps=6")
     assert second["resumed_from"].endswith("last.ckpt") and second["steps"] == 14
-    history = json.loads((output_dir(cfg) / "report.json").read_text())["history"]
+    history = json.loads((output_dir(cfg, "train") / "report.json").read_text())["history"]
     assert [r["step"] for r in history if "train/loss" in r] == [13, 14]

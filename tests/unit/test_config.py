@@ -122,3 +122,18 @@ def test_a_device_count_given_on_the_command_line_is_accepted():
 
     cfg = load_config(overrides=["train.devices=8", "train.num_nodes=4"])  # as the cluster jobs pass them
     assert (cfg.train.devices, cfg.train.num_nodes) == ("8", 4)
+
+
+def test_a_config_written_with_the_old_registry_section_still_loads(tmp_path, repo, caplog):
+    """``registry`` became ``register`` (the stage's name): old files and --set keys still work, with a warning."""
+    data = yaml.safe_load((repo / "configs" / "demo.yaml").read_text())
+    data["registry"] = {**data.pop("register"), "name": "old-name"}
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(data))
+    assert load_config(old).register.name == "old-name"
+    assert "now called 'register'" in caplog.text
+    assert load_config(repo / "configs" / "demo.yaml", overrides=["registry.require=any"]).register.require == "any"
+    data["register"] = data["registry"]
+    old.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="old name"):
+        load_config(old)

@@ -1,5 +1,5 @@
 """Dataset commands: one per stage in ``STAGES``, named exactly as the stage (``filter_static``), plus
-``ingest``, ``train_codec`` and ``curate`` (all of them in order)."""
+``curate`` (all of them in order)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmas.cli.options import ConfigFile, Overrides, Profile, resolve
+from vmas.cli.options import ConfigFile, Overrides, Profile, Progress, Track, Workers, resolve
 from vmas.curation import STAGES
-
-Workers = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")]
-Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+from vmas.curation.ingest import ingest
+from vmas.curation.runner import run_stage
+from vmas.layout import manifest_dir
 
 
 def _row_stage_command(name: str):
@@ -21,8 +21,6 @@ def _row_stage_command(name: str):
                     min=1, help="Process at most this many input rows (a quick look).")] = None,
                 progress: Progress = True, config: ConfigFile = None, profile: Profile = None,
                 set_: Overrides = None) -> None:
-        from vmas.curation.runner import run_stage
-
         report = run_stage(name, resolve(config, profile, set_), workers=workers, progress=progress, limit=limit)
         typer.echo(json.dumps(report.as_dict(), indent=2))
 
@@ -49,9 +47,6 @@ def ingest_command(
 
     With no source given, scans paths.data_dir.
     """
-    from vmas.curation.ingest import ingest
-    from vmas.curation.runner import manifest_dir
-
     cfg = resolve(config, profile, set_)
     if not (folders or manifest or disco):
         folders = [Path(cfg.paths.data_dir)]
@@ -59,58 +54,60 @@ def ingest_command(
     typer.echo(json.dumps(counts, indent=2))
 
 
-def train_codec_command(progress: Progress = True, track: Annotated[bool, typer.Option(
-                            help="Log the run to MLflow (tracking.uri; default a SQLite store in artifacts).")] = True,
-                        config: ConfigFile = None, profile: Profile = None, set_: Overrides = None) -> None:
-    """Train the demo EnCodec on the clip instrumentals and gate it on held-out clips.
+def _whole_stage_command(name: str):
+    def command(progress: Progress = True, track: Track = True, config: ConfigFile = None, profile: Profile = None,
+                set_: Overrides = None) -> None:
+        report = run_whole_stage(name, resolve(config, profile, set_), progress=progress, track=track)
+        typer.echo(json.dumps({k: v for k, v in report.items() if k not in ("history", "clips")}, indent=2))
 
-    Does nothing when codec.pretrained is set, or when the same clips and settings were already
-    trained on. A codec below codec.gate is kept as candidate.bin, not used, and the command fails.
-    """
-    cfg = resolve(config, profile, set_)
-    report = _train_codec(cfg, progress, track)
-    typer.echo(json.dumps({k: v for k, v in report.items() if k not in ("history", "clips")}, indent=2))
+    stage = STAGES[name]
+    command.__doc__ = (f"{stage.description[:1].upper()}{stage.description[1:]}.\n\n"
+                       f"Reads every {stage.upstream} row at once; does nothing when its inputs and settings are "
+                       "unchanged since the last run.")
+    return command
 
 
-def _train_codec(cfg, progress: bool, track: bool) -> dict:
+def run_whole_stage(name: str, cfg, progress: bool = True, track: bool = True, batch: str | None = None) -> dict:
+    """Run a whole (not row-by-row) stage, with an MLflow run when it is ``tracked`` and ``track`` is on."""
     from vmas.tracking.runs import mlflow_logger
-    from vmas.codec.train_codec import train_codec
 
-    logger = mlflow_logger(cfg, "train_codec", {"stage": "train_codec"}) if track and cfg.codec.pretrained is None \
-        else None
-    return train_codec(cfg, logger=logger, progress=progress)
+    stage = STAGES[name]
+    logger = mlflow_logger(cfg, name, {"stage": name}) if track and stage.tracked(cfg) else None
+    return stage.run(cfg, progress=progress, batch=batch, logger=logger)
+
+
+def headline(name: str, report: dict) -> str:
+    """One line on what a whole stage did, for ``vmas curate``."""
+    if "metrics" in report:  # a trained codec
+        m = report["metrics"]
+        return (f"held-out SI-SNR {m['si_snr_db']:.2f} dB, mel distance {m['mel_distance_db']:.2f} dB, "
+                f"onset F {m['onset_f']:.3f}")
+    return ", ".join(f"{k} {v}" for k, v in report.items() if isinstance(v, (int, float, str)) and v is not None)
 
 
 def curate_command(workers: Workers = 1, progress: Progress = True, config: ConfigFile = None,
                    profile: Profile = None, set_: Overrides = None) -> None:
-    """Build the training set: ingest paths.data_dir, run probe .. beats, then tokenize.
+    """Build the training set: every stage in order, ingest (of paths.data_dir) to tokenize.
 
-    Without codec.pretrained, train_codec runs before tokenize (a no-op when the demo codec is
+    Without codec.pretrained, train_codec trains the demo codec before tokenize (a no-op when it is
     already trained on the same clips with the same settings).
     """
-    from vmas.codec.train_codec import resolve_codec_path
-    from vmas.curation.ingest import ingest
-    from vmas.curation.runner import manifest_dir, run_stage
-
     cfg = resolve(config, profile, set_)
-    ingest(cfg, manifest_dir(cfg, "ingest"), [Path(cfg.paths.data_dir)], progress=progress)
     for name, stage in STAGES.items():
-        if name == "tokenize":
-            report = _train_codec(cfg, progress, track=True)
-            if "metrics" in report:
-                m = report["metrics"]
-                typer.echo(f"{'train_codec':14s} held-out SI-SNR {m['si_snr_db']:.2f} dB, mel distance "
-                           f"{m['mel_distance_db']:.2f} dB, onset F {m['onset_f']:.3f}; codec {resolve_codec_path(cfg)}")
-        if stage.process is not None:
+        if stage.row_wise:
             report = run_stage(name, cfg, workers=workers, progress=progress)
             typer.echo(f"{name:14s} {report.rows:5d} rows  {report.errors:4d} errors  "
                        f"{report.processed:4d} processed  {report.skipped:4d} skipped  {report.seconds:7.1f} s")
+        else:
+            typer.echo(f"{name:14s} {headline(name, run_whole_stage(name, cfg, progress=progress))}")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ingest")(ingest_command)
+    """One command per stage, in pipeline order (named exactly as the stage), then ``curate``."""
     for name, stage in STAGES.items():
-        if stage.process is not None:
-            app.command(name)(_row_stage_command(name))
-    app.command("train_codec")(train_codec_command)
+        command = COMMANDS.get(name) or (_row_stage_command(name) if stage.row_wise else _whole_stage_command(name))
+        app.command(name)(command)
     app.command("curate")(curate_command)
+
+
+COMMANDS = {"ingest": ingest_command}  # stages whose command takes more than the common options

@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmas.cli.options import ConfigFile, Overrides, Profile, resolve
+from vmas.cli.options import ConfigFile, Overrides, Profile, Progress, Track, resolve
+from vmas.errors import StageError
+from vmas.layout import EVALUATION_FILE, evaluation_path, report_path
 
 registry_app = typer.Typer(help="The MLflow model registry: versions, the champion, promotion and rollback.",
                            no_args_is_help=True)
@@ -19,8 +21,8 @@ ab_app = typer.Typer(help="Blind pairwise listening tests: build the page raters
 def evaluate_command(
     model: Annotated[Optional[Path], typer.Option(help="model.pt to evaluate (default: <artifacts>/train/model.pt).",
                                                   dir_okay=False)] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    track: Annotated[bool, typer.Option(help="Log the run to MLflow (tracking.uri).")] = True,
+    progress: Progress = True,
+    track: Track = True,
     config: ConfigFile = None,
     profile: Profile = None,
     set_: Overrides = None,
@@ -38,7 +40,7 @@ def evaluate_command(
     logger = mlflow_logger(cfg, "evaluate", {"stage": "evaluate"}) if track else None
     result = evaluate(cfg, model_path=model, logger=logger, champion=champion(cfg), progress=progress)
     typer.echo(json.dumps({"metrics": result["metrics"], "clips": result["clips"], "embedding": result["embedding"],
-                           "report": str(Path(cfg.paths.artifacts_dir) / "evaluate" / "report.html")}, indent=2))
+                           "report": str(report_path(cfg))}, indent=2))
 
 
 def ablation_command(
@@ -46,7 +48,7 @@ def ablation_command(
     variants: Annotated[str, typer.Option(help="Variants, comma-separated: baseline, contrastive, full.")] =
     "baseline,contrastive,full",
     out: Annotated[Optional[Path], typer.Option(help="Folder (default: <artifacts>/ablation).", file_okay=False)] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Progress = True,
     track: Annotated[bool, typer.Option(help="Log a parent MLflow run with a child run per variant and seed.")] = True,
     config: ConfigFile = None,
     profile: Profile = None,
@@ -74,17 +76,15 @@ def register_command(config: ConfigFile = None, profile: Profile = None, set_: O
     """Register the evaluated model in MLflow (alias challenger) and promote it to champion if it wins.
 
     The version packages model.pt, its codec, its training config, the evaluation and its report.
-    The decision and its reason are recorded on the version (registry.primary_metrics decide).
+    The decision and its reason are recorded on the version (register.primary_metrics decide).
     """
-    from vmas.curation.stage import StageError
-    from vmas.evaluation.evaluate import output_dir
     from vmas.tracking.registry import register
 
     cfg = resolve(config, profile, set_)
-    done = output_dir(cfg) / "evaluation.json"
+    done = evaluation_path(cfg)
     if not done.is_file():
         raise StageError(f"register: {done} does not exist; run `vmas evaluate` first")
-    typer.echo(json.dumps(register(cfg, json.loads(done.read_text()), output_dir(cfg)), indent=2))
+    typer.echo(json.dumps(register(cfg, json.loads(done.read_text()), done.parent), indent=2))
 
 
 @registry_app.command("show")
@@ -95,9 +95,9 @@ def registry_show(config: ConfigFile = None, profile: Profile = None, set_: Over
     cfg = resolve(config, profile, set_)
     found = versions(cfg)
     if not found:
-        typer.echo(f"{cfg.registry.name}: no registered versions yet (run `vmas evaluate` and `vmas register`)")
+        typer.echo(f"{cfg.register.name}: no registered versions yet (run `vmas evaluate` and `vmas register`)")
     for v in found:
-        metrics = "  ".join(f"{k} {v['metrics'][k]:.4g}" for k in cfg.registry.primary_metrics if k in v["metrics"])
+        metrics = "  ".join(f"{k} {v['metrics'][k]:.4g}" for k in cfg.register.primary_metrics if k in v["metrics"])
         aliases = f" [{', '.join(sorted(v['aliases']))}]" if v["aliases"] else ""
         typer.echo(f"v{v['version']}{aliases}  {metrics}\n    {v['promotion'] or ''}")
 
@@ -140,11 +140,11 @@ def ab_build(
     """A blind pairwise page: each held-out clip's video with two musics, sides randomised."""
     import tempfile
 
-    from vmas.evaluation.evaluate import export_clip_video, output_dir
     from vmas.evaluation.preference import build_study
+    from vmas.media.video import export_span
 
     if a is None:
-        a = output_dir(resolve(config, profile, set_))
+        a = evaluation_path(resolve(config, profile, set_)).parent
 
     first = _per_clip(a)
     second = _per_clip(b) if b is not None else {k: {**v, "audio": v["reference_audio"]} for k, v in first.items()}
@@ -154,8 +154,8 @@ def ab_build(
         raise typer.BadParameter(f"{a} and {b} have no clip in common")
     with tempfile.TemporaryDirectory() as tmp:
         pairs = [{"id": k, "systems": {name_a: first[k]["audio"], name_b: second[k]["audio"]},
-                  "video": str(export_clip_video(first[k]["source_path"], first[k]["start_s"], first[k]["end_s"],
-                                                 Path(tmp) / f"{i}.mp4"))} for i, k in enumerate(shared)]
+                  "video": str(export_span(first[k]["source_path"], first[k]["start_s"], first[k]["end_s"],
+                                           Path(tmp) / f"{i}.mp4"))} for i, k in enumerate(shared)]
         build_study(pairs, out, seed=seed)
     typer.echo(f"{out}: {len(pairs)} pairs; send {out / 'page'} to raters, keep {out / 'key.json'}; then "
                f"`vmas ab score {out / 'key.json'} ANSWERS.json...`")
@@ -177,14 +177,14 @@ def ab_score(
 
 
 def _per_clip(folder: Path) -> dict[str, dict]:
-    path = folder / "evaluation.json"
+    path = folder / EVALUATION_FILE
     if not path.is_file():
         raise typer.BadParameter(f"{path} does not exist (run `vmas evaluate`)")
     return {r["id"]: r for r in json.loads(path.read_text())["per_clip"]}
 
 
 def _system_name(folder: Path) -> str:
-    result = json.loads((folder / "evaluation.json").read_text())
+    result = json.loads((folder / EVALUATION_FILE).read_text())
     return f"model {result['model_sha256'][:8]}"
 
 

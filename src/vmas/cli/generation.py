@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmas.cli.options import ConfigFile, Overrides, Profile, resolve
+from vmas.cli.options import ConfigFile, Overrides, Profile, Progress, resolve
+from vmas.errors import StageError
 
 
 def expand_inputs(items: list[Path], extensions: list[str]) -> list[Path]:
@@ -55,7 +56,7 @@ def generate_command(
     loudness: Annotated[float, typer.Option(help="Target loudness of the music, LUFS.")] = -14.0,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda (default: generate.device).")] = None,
     force: Annotated[bool, typer.Option(help="Generate again even where an output is up to date.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Progress = True,
     config: ConfigFile = None,
     profile: Profile = None,
     set_: Overrides = None,
@@ -66,10 +67,9 @@ def generate_command(
     so the music stays one piece. Bad inputs are reported by name and skipped; the others go on.
     Outputs already made from the same input, model and settings are kept (--force redoes them).
     """
-    from vmas.codec.train_codec import select_device
-    from vmas.curation.stage import StageError
+    from vmas.devices import select_device
     from vmas.generation.generate import GenerationSettings, generate
-    from vmas.generation.package import load_model
+    from vmas.tracking.registry import load_model
 
     if original_audio not in ("drop", "keep", "duck"):
         raise typer.BadParameter(f"--original-audio must be drop, keep or duck, not {original_audio!r}")
@@ -80,7 +80,7 @@ def generate_command(
     settings = GenerationSettings.from_config(g, variants=variants, duration_s=duration, loudness_lufs=loudness,
                                               original_audio=original_audio, duck_db=duck_db)
     videos = expand_inputs(inputs, cfg.ingest.extensions)
-    package, name = load_model(cfg, model, select_device(device or g.device))
+    package, name = load_model(cfg, model, select_device(device or g.device, "--device" if device else "generate.device"))
     failures: list[str] = []
     results = generate(package, videos, out, settings, model_name=name, progress=progress, force=force,
                        on_error=lambda path, exc: failures.append(str(exc) if str(path) in str(exc) else f"{path}: {exc}"))

@@ -9,14 +9,14 @@ from typing import Annotated, Optional
 import typer
 
 from vmas import __version__
-from vmas.cli.options import ConfigFile, Overrides, Profile, resolve
 from vmas.cli.curation import register as register_curation
 from vmas.cli.evaluation import register as register_evaluation
 from vmas.cli.generation import register as register_generation
+from vmas.cli.options import ConfigFile, Overrides, Profile, Progress, Workers, resolve
 from vmas.cli.quality import register as register_quality
 from vmas.cli.training import register as register_training
 from vmas.config import ACTIVE_PARAMS_FILE, ConfigError, available_profiles, resolve_profile, use_profile
-from vmas.curation.stage import StageError
+from vmas.errors import StageError
 from vmas.logs import setup_logging
 
 app = typer.Typer(
@@ -57,8 +57,8 @@ def synth(
                                                 file_okay=False)] = None,
     n: Annotated[Optional[int], typer.Option("--n", "-n", min=1, help="Number of videos (default: synth.n).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="Random seed (default: synth.seed).")] = None,
-    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")] = 1,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    workers: Workers = 1,
+    progress: Progress = True,
     config: ConfigFile = None,
     profile: Profile = None,
     set_: Overrides = None,

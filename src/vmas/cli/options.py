@@ -1,4 +1,4 @@
-"""Options shared by every command that reads the configuration."""
+"""Options shared by the commands: the configuration (file, profile, --set), progress bars, MLflow tracking, workers."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ Overrides = Annotated[
     typer.Option("--set", "-s", help="Override one key, e.g. --set synth.n=4 (repeatable; values are YAML).",
                  metavar="KEY.PATH=VALUE"),
 ]
+
+Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
+Track = Annotated[bool, typer.Option(help="Log the run to MLflow (tracking.uri; default a SQLite store in artifacts).")]
+Workers = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")]
 
 
 def resolve(config: Optional[Path], profile: Optional[str], overrides: Optional[list[str]]) -> Config:

@@ -7,14 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmas.cli.options import ConfigFile, Overrides, Profile, resolve
+from vmas.cli.options import ConfigFile, Overrides, Profile, Progress, Track, resolve
 
 
 def train_command(
     resume: Annotated[bool, typer.Option(help="Resume from <artifacts>/train/checkpoints/last.ckpt when present.")] = True,
     max_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many steps (default: train.max_steps).")] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    track: Annotated[bool, typer.Option(help="Log the run to MLflow (tracking.uri).")] = True,
+    progress: Progress = True,
+    track: Track = True,
     tag: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE tag on the MLflow run (repeatable; an orchestrator "
                                                           "finds its run by it).", metavar="KEY=VALUE")] = None,
     config: ConfigFile = None,

@@ -17,8 +17,12 @@ import torch
 
 from vmas.codec.builders import quiet_weight_norm
 from vmas.codec.model import Codec
+from vmas.config import Config, bundled_codec
+from vmas.errors import StageError
+from vmas.io import atomic_path
+from vmas.layout import CODEC_FILE, trained_codec_path
 
-AUDIOCRAFT_FILE = "compression_state_dict.bin"
+AUDIOCRAFT_FILE = CODEC_FILE  # audiocraft's export name
 
 
 class CodecLoadingError(ValueError):
@@ -64,9 +68,21 @@ def save_codec(model: torch.nn.Module, xp_cfg: dict, path: str | Path) -> None:
     """Write an audiocraft ``EncodecModel`` as audiocraft exports it, so :func:`load_codec` reads it back."""
     from omegaconf import OmegaConf
 
-    from vmas.io import atomic_path
-
     package = {"best_state": model.state_dict(), "xp.cfg": OmegaConf.to_yaml(OmegaConf.create(xp_cfg)),
                "version": "vmas", "exported": True}
     with atomic_path(path) as tmp:
         torch.save(package, tmp)
+
+
+def resolve_codec_path(cfg: Config) -> Path | None:
+    """The codec tokenize, train and evaluate use: ``codec.pretrained`` (``vmas:demo``: the one shipped in the
+    package), else the gated codec ``train_codec`` published, else None."""
+    if cfg.codec.pretrained is not None:
+        path = bundled_codec(cfg.codec.pretrained)  # vmas:<name>: shipped in the package
+        if not path.exists():
+            raise StageError(f"codec.pretrained is {cfg.codec.pretrained}, which does not exist: give a local "
+                             "audiocraft compression_state_dict.bin or transformers EnCodec folder, vmas:demo for "
+                             "the shipped demo codec, or null to train one (vmas train_codec)")
+        return path
+    path = trained_codec_path(cfg)
+    return path if path.is_file() else None

@@ -22,20 +22,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import torch
 
-from vmas.codec.builders import build_encodec, encodec_xp_config
-from vmas.codec.loading import AUDIOCRAFT_FILE, load_codec, save_codec
-from vmas.codec.model import Codec
-from vmas.codec.quality import event_f_measure, mel_distance, onset_times, si_snr
-from vmas.codec.training import AudioSegments, CodecTraining, LossWeights
-from vmas.config import Config, bundled_codec
-from vmas.curation.stage import StageError
+from vmas.config import Config
 from vmas.data.split import split_by_video
+from vmas.errors import StageError
 from vmas.io import atomic_write_json
+from vmas.layout import manifest_dir, output_dir, trained_codec_path
 from vmas.manifest import Manifest, content_key
 from vmas.run_logging import log_artifacts
+from vmas.stage import Stage
 
 log = logging.getLogger(__name__)
 
@@ -48,35 +43,9 @@ class CodecGateError(StageError):
     """The trained codec's held-out quality is below ``codec.gate``; it is not used."""
 
 
-def output_dir(cfg: Config) -> Path:
-    return Path(cfg.paths.artifacts_dir) / NAME
-
-
-def trained_codec_path(cfg: Config) -> Path:
-    return output_dir(cfg) / AUDIOCRAFT_FILE
-
-
-def resolve_codec_path(cfg: Config) -> Path | None:
-    """The codec tokenize should use: ``codec.pretrained`` (``vmas:demo``: the one shipped in the package),
-    else the gated codec ``train_codec`` published, else None."""
-    if cfg.codec.pretrained is not None:
-        path = bundled_codec(cfg.codec.pretrained)  # vmas:<name>: shipped in the package
-        if not path.exists():
-            raise StageError(f"codec.pretrained is {cfg.codec.pretrained}, which does not exist: give a local "
-                             "audiocraft compression_state_dict.bin or transformers EnCodec folder, vmas:demo for "
-                             "the shipped demo codec, or null to train one (vmas train_codec)")
-        return path
-    path = trained_codec_path(cfg)
-    return path if path.is_file() else None
-
-
-def select_device(setting: str) -> str:
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise StageError("codec.device is cuda but no CUDA device is visible")
-    return "cuda" if setting == "auto" and torch.cuda.is_available() else ("cpu" if setting == "auto" else setting)
-
-
 def xp_config(cfg: Config) -> dict:
+    from vmas.codec.builders import encodec_xp_config
+
     c = cfg.codec
     ratios = [8, 5, 4, 4] if c.sample_rate // c.frame_rate == 640 else None
     if ratios is None:
@@ -94,8 +63,14 @@ def split_clips(clips: list[dict], share: float, seed: int) -> tuple[list[dict],
         raise StageError(f"{NAME}: the clip manifest: {exc} (training and judging a codec)") from None
 
 
-def evaluate_codec(codec: Codec, clips: list[dict], tolerance_s: float, device: str = "cpu") -> dict:
-    """Decode each clip's audio and compare: per-clip and mean SI-SNR (dB), mel distance (dB), salient onset F."""
+def evaluate_codec(codec, clips: list[dict], tolerance_s: float, device: str = "cpu") -> dict:
+    """Decode each clip's audio through ``codec`` (a :class:`~vmas.codec.Codec`) and compare: per-clip and mean
+    SI-SNR (dB), mel distance (dB), salient onset F."""
+    import soundfile as sf
+    import torch
+
+    from vmas.codec.quality import event_f_measure, mel_distance, onset_times, si_snr
+
     per_clip = []
     for clip in clips:
         audio, sr = sf.read(clip["audio_path"], dtype="float32", always_2d=True)
@@ -129,8 +104,6 @@ def judge(metrics: dict, gate) -> list[str]:
 
 
 def _kept_clips(cfg: Config) -> list[dict]:
-    from vmas.curation.runner import manifest_dir
-
     manifest = Manifest(manifest_dir(cfg, UPSTREAM))
     if not manifest.exists():
         raise StageError(f"{NAME}: no {UPSTREAM} manifest in {manifest.root}; run `vmas curate` (or `vmas clip`) first")
@@ -158,8 +131,14 @@ def train_codec(cfg: Config, logger=None, progress: bool = True) -> dict:
     report and plots are logged as run artifacts too.
     """
     import lightning as L
+    import torch
 
-    out = output_dir(cfg)
+    from vmas.codec.builders import build_encodec
+    from vmas.codec.loading import load_codec, resolve_codec_path, save_codec
+    from vmas.codec.training import AudioSegments, CodecTraining, LossWeights
+    from vmas.devices import select_device
+
+    out = output_dir(cfg, NAME)
     if cfg.codec.pretrained is not None:
         log.info("%s: codec.pretrained is set (%s); nothing to train", NAME, cfg.codec.pretrained)
         return {"skipped": "codec.pretrained is set", "codec": str(resolve_codec_path(cfg))}
@@ -182,7 +161,7 @@ def train_codec(cfg: Config, logger=None, progress: bool = True) -> dict:
 
     started = time.perf_counter()
     train, held = split_clips(clips, t.holdout_share, t.seed)
-    device = select_device(cfg.codec.device)
+    device = select_device(cfg.codec.device, "codec.device")
     torch.manual_seed(t.seed)
     xp = xp_config(cfg)
     model = build_encodec(xp)
@@ -227,7 +206,11 @@ def train_codec(cfg: Config, logger=None, progress: bool = True) -> dict:
     return report
 
 
-def _plot(report: dict, codec: Codec, clip: dict, cfg: Config, out: Path, device: str) -> list[Path]:
+def _plot(report: dict, codec, clip: dict, cfg: Config, out: Path, device: str) -> list[Path]:
+    import soundfile as sf
+    import torch
+
+    from vmas.codec.quality import onset_times
     from vmas.plots import spectrogram_pair, training_curves
 
     curves = training_curves(report["history"], ["loss", "msspec", "sisnr", "commitment"],
@@ -240,3 +223,19 @@ def _plot(report: dict, codec: Codec, clip: dict, cfg: Config, out: Path, device
                             onsets=(onset_times(original, sr), onset_times(decoded, sr)),
                             title=f"held-out clip {clip['id']}: original vs decoded")
     return [curves, pair]
+
+
+def _run(cfg: Config, *, progress: bool = True, batch: str | None = None, logger=None) -> dict:
+    return train_codec(cfg, logger=logger, progress=progress)  # every batch's clips: no per-batch run
+
+
+STAGE = Stage(
+    name=NAME,
+    title="codec",
+    upstream=UPSTREAM,
+    run=_run,
+    scope="dataset",  # it reads every batch's clips, so new clips may give a new codec
+    tracked=lambda cfg: cfg.codec.pretrained is None,  # a pretrained codec trains nothing: no run to log
+    description="train the demo EnCodec on the clip instrumentals and gate it on held-out clips "
+                "(nothing to do when codec.pretrained is set)",
+)

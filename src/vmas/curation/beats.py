@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -20,8 +19,10 @@ import numpy as np
 import pyarrow as pa
 from scipy.signal import find_peaks
 
-from vmas.curation.stage import RowError, Stage, StageError
+from vmas.errors import RowError, StageError
+from vmas.stage import Stage
 from vmas.manifest import schema_with
+from vmas.media.motion import farneback_motion, raft_motion
 
 SCHEMA = schema_with(
     pa.field("video_id", pa.string()),
@@ -34,35 +35,6 @@ SCHEMA = schema_with(
     pa.field("beat_weights", pa.list_(pa.float32())),  # [T]
     pa.field("flow_method", pa.string()),
 )
-
-
-def farneback_motion(gray: np.ndarray) -> np.ndarray:
-    """``[N, H, W]`` uint8 frames -> ``[N - 1]`` mean Farneback flow magnitude between neighbours."""
-    out = np.zeros(max(len(gray) - 1, 0))
-    for i in range(len(gray) - 1):
-        flow = cv2.calcOpticalFlowFarneback(gray[i], gray[i + 1], None, 0.5, 3, 15, 3, 5, 1.2, 0)
-        out[i] = float(np.linalg.norm(flow, axis=-1).mean())
-    return out
-
-
-@lru_cache(maxsize=1)
-def _raft(weights: str):
-    import torch
-    from torchvision.models.optical_flow import raft_small
-
-    model = raft_small()
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return model.eval()
-
-
-def raft_motion(rgb: np.ndarray, weights: str) -> np.ndarray:
-    """``[N, H, W, 3]`` uint8 (sides divisible by 8) -> ``[N - 1]`` mean RAFT-small flow magnitude."""
-    import torch
-
-    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    with torch.no_grad():
-        flows = _raft(weights)(x[:-1], x[1:], num_flow_updates=6)[-1]  # [N-1, 2, H, W]
-    return flows.norm(dim=1).mean((1, 2)).numpy().astype(np.float64)
 
 
 def motion_to_token_rate(motion: np.ndarray, fps: float, seconds: float, rate: int) -> np.ndarray:
@@ -152,6 +124,7 @@ def _settings(cfg, out_dir: Path) -> dict:
 
 STAGE = Stage(
     name="beats",
+    title="beat weights",
     upstream="clip",
     schema=SCHEMA,
     process=beats_clip,

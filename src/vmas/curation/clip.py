@@ -14,15 +14,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import soundfile as sf
 
-from vmas.curation.remove_vocals import residual_vocal_db
-from vmas.curation.stage import RowError, Stage
+from vmas.errors import RowError
+from vmas.stage import Stage
 from vmas.manifest import schema_with
 from vmas.media import write_mp4, write_wav
+from vmas.media.audio import residual_vocal_db
+from vmas.media.video import square_crop_resize
 
 SCHEMA = schema_with(
     pa.field("video_id", pa.string()),
@@ -44,15 +45,6 @@ def clip_starts(duration_s: float, seconds: float, hop_s: float) -> list[float]:
         return []
     count = int(np.floor((duration_s - seconds) / hop_s + 1e-6)) + 1
     return [round(k * hop_s, 6) for k in range(count)]
-
-
-def square_crop_resize(frame: np.ndarray, size: int) -> np.ndarray:
-    """Centre square crop of ``[H, W, 3]`` then resize to ``[size, size, 3]``."""
-    h, w = frame.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    square = frame[top : top + side, left : left + side]
-    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def clip_video(row: dict, settings: dict) -> list[dict]:
@@ -94,6 +86,7 @@ def clip_video(row: dict, settings: dict) -> list[dict]:
 
 STAGE = Stage(
     name="clip",
+    title="clips",
     upstream="remove_vocals",
     schema=SCHEMA,
     process=clip_video,

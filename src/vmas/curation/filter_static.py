@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from vmas.curation.stage import RowError, Stage, StageError
+from vmas.errors import RowError, StageError
+from vmas.stage import Stage
 from vmas.manifest import Manifest, schema_with
+from vmas.media.stems import REFERENCE_COLUMNS
 
 SCHEMA = schema_with(
     pa.field("path", pa.string()),
@@ -28,6 +30,7 @@ SCHEMA = schema_with(
     pa.field("frames_sampled", pa.int32()),
     pa.field("kept", pa.bool_()),
     pa.field("embedding", pa.string()),
+    *(pa.field(column, pa.string()) for column in REFERENCE_COLUMNS),  # ingest's, carried on to remove_vocals
 )
 EMBED_SIZE = 32
 
@@ -120,7 +123,8 @@ def filter_static_video(row: dict, settings: dict) -> list[dict]:
         emb = embed_resnet18(frames, settings["encoder_weights"])
     similarity = mean_pairwise_similarity(emb, flat)
     return [{"path": path, "similarity": similarity, "frames_sampled": len(idx),
-             "kept": similarity < settings["threshold"], "embedding": settings["embedding"]}]
+             "kept": similarity < settings["threshold"], "embedding": settings["embedding"],
+             **{column: row.get(column) for column in REFERENCE_COLUMNS}}]
 
 
 def _settings(cfg, out_dir: Path) -> dict:
@@ -145,11 +149,12 @@ def summarize(out: Manifest, settings: dict) -> dict:
 
 STAGE = Stage(
     name="filter_static",
+    title="dynamic videos (static ones dropped)",
     upstream="probe",
     schema=SCHEMA,
     process=filter_static_video,
     settings=_settings,
-    input_fields=("id", "path", "key"),
+    input_fields=("id", "path", "key"),  # probe's key covers the reference stems (from ingest's)
     description="drop static and slideshow videos by mean pairwise frame similarity",
     summarize=summarize,
 )

@@ -25,9 +25,12 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from vmas.config import Config
-from vmas.curation.stage import Stage
-from vmas.io import atomic_path
+from vmas.curation.batches import scan_folder
+from vmas.io import atomic_path, file_sha256
+from vmas.layout import manifest_dir, output_dir
 from vmas.manifest import ID, Manifest, content_key, schema_with
+from vmas.stage import Stage
+from vmas.media.stems import REFERENCE_COLUMNS, REFERENCE_INSTRUMENTAL, REFERENCE_VOCALS, reference_stems
 
 log = logging.getLogger(__name__)
 
@@ -38,32 +41,23 @@ SCHEMA = schema_with(
     pa.field("source", pa.string()),
     pa.field("batch", pa.string()),
     pa.field("meta", pa.string()),  # JSON: the source's metadata for this video (DISCO columns, ...)
+    # the video's known instrumental and vocal stems, or null (what remove_vocals scores SDR against)
+    *(pa.field(column, pa.string()) for column in REFERENCE_COLUMNS),
 )
 MISSING_SCHEMA = pa.schema([pa.field("source", pa.string()), pa.field("video_url_youtube", pa.string()),
                             pa.field("youtube_id", pa.string()), pa.field("reason", pa.string())])
 PATH_COLUMNS = ("path", "uri", "video", "video_path", "file")
+# a path list's columns that name a video's reference stems (a manifest column, or its short name)
+STEM_COLUMNS = {REFERENCE_INSTRUMENTAL: (REFERENCE_INSTRUMENTAL, "instrumental_path"),
+                REFERENCE_VOCALS: (REFERENCE_VOCALS, "vocals_path")}
 FLUSH_EVERY = 256  # new rows per manifest part
 _YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{6,}$")
 
 
-def hash_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()[:32]
-
-
-def scan_folder(root: Path, extensions: Iterable[str]) -> Iterator[Path]:
-    """Video files under ``root``, recursively, in a stable order."""
-    wanted = {f".{e.lower().lstrip('.')}" for e in extensions}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in wanted and not path.name.startswith("."):
-            yield path
-
-
 def read_path_manifest(uri: str, cache_dir: Path) -> Iterator[tuple[Path, dict]]:
-    """Paths (or fsspec URIs) listed in a CSV or Parquet file's ``path``/``uri`` column."""
+    """Paths (or fsspec URIs) listed in a CSV or Parquet file's ``path``/``uri`` column, each with the
+    row's other columns. Reference stems given in :data:`STEM_COLUMNS` are found like the videos and
+    returned under their manifest column names."""
     import fsspec
     import pyarrow.csv as pacsv
 
@@ -75,11 +69,24 @@ def read_path_manifest(uri: str, cache_dir: Path) -> Iterator[tuple[Path, dict]]
     base = Path(uri).parent if "://" not in uri else None
     for row in table.to_pylist():
         target = str(row.pop(column))
+        for name, aliases in STEM_COLUMNS.items():
+            given = [row.pop(a) for a in aliases if a in row]
+            stem = next((str(g) for g in given if g not in (None, "")), None)
+            if stem is not None:
+                row[name] = str(_local_path(stem, base, cache_dir).resolve())
         if "://" in target and not target.startswith("file://"):
             yield _localize(target, cache_dir), {**row, "uri": target}
         else:
-            path = Path(target.removeprefix("file://"))
-            yield (path if path.is_absolute() or base is None else base / path), row
+            yield _local_path(target, base, cache_dir), row
+
+
+def _local_path(target: str, base: Path | None, cache_dir: Path) -> Path:
+    """A path list's entry as a local path: remote URIs copied into the cache, relative paths
+    taken from the list's folder."""
+    if "://" in target and not target.startswith("file://"):
+        return _localize(target, cache_dir)
+    path = Path(target.removeprefix("file://"))
+    return path if path.is_absolute() or base is None else base / path
 
 
 def _localize(uri: str, cache_dir: Path) -> Path:
@@ -151,6 +158,12 @@ def ingest(cfg: Config, manifest_root: Path, folders: Iterable[Path] = (), path_
         return _ingest(cfg, manifest_root, folders, path_manifests, disco, batch, progress)
 
 
+def ingest_data_dir(cfg: Config, *, progress: bool = True, batch: str | None = None, logger=None) -> dict:
+    """The stage as the pipeline runs it (``vmas curate``, the Dagster asset): register what is new under
+    ``paths.data_dir``, as ``batch`` when given. Returns the counts (see :func:`ingest`)."""
+    return ingest(cfg, manifest_dir(cfg, "ingest"), [Path(cfg.paths.data_dir)], batch=batch, progress=progress)
+
+
 def _ingest(cfg: Config, manifest_root: Path, folders: Iterable[Path], path_manifests: Iterable[str],
             disco: Iterable[str], batch: str | None, progress: bool) -> dict:
     out = Manifest(manifest_root, SCHEMA)
@@ -166,7 +179,7 @@ def _ingest(cfg: Config, manifest_root: Path, folders: Iterable[Path], path_mani
         if not Path(folder).is_dir():
             raise NotADirectoryError(f"{folder}: not a folder")
         candidates += [(p, "folder", {}) for p in scan_folder(Path(folder), cfg.ingest.extensions)]
-    cache_dir = Path(cfg.paths.artifacts_dir) / "ingest" / "remote"
+    cache_dir = output_dir(cfg, "ingest") / "remote"
     for uri in path_manifests:
         candidates += [(p, "manifest", meta) for p, meta in read_path_manifest(uri, cache_dir)]
     missing: list[dict] = []
@@ -180,7 +193,7 @@ def _ingest(cfg: Config, manifest_root: Path, folders: Iterable[Path], path_mani
         path = path.resolve()
         try:
             stat = path.stat()
-            vid = cached.get((str(path), stat.st_size, stat.st_mtime_ns)) or hash_file(path)
+            vid = cached.get((str(path), stat.st_size, stat.st_mtime_ns)) or file_sha256(path)[:32]
         except OSError as exc:
             missing.append({"source": source, "video_url_youtube": meta.get("video_url_youtube"),
                             "youtube_id": None, "reason": f"{path}: {exc.strerror or exc}"})
@@ -190,9 +203,10 @@ def _ingest(cfg: Config, manifest_root: Path, folders: Iterable[Path], path_mani
             counts["known" if (str(path), stat.st_size, stat.st_mtime_ns) in cached else "duplicate"] += 1
             continue
         known_ids.add(vid)
-        new_rows.append({ID: vid, "input_id": vid, "key": vid, "error": None, "path": str(path),
+        stems = video_stems(path, meta)
+        new_rows.append({ID: vid, "input_id": vid, "key": row_key(vid, stems), "error": None, "path": str(path),
                          "size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "source": source,
-                         "batch": batch, "meta": json.dumps(meta, default=str, sort_keys=True)})
+                         "batch": batch, "meta": json.dumps(meta, default=str, sort_keys=True), **stems})
         counts["new"] += 1
         if len(new_rows) >= FLUSH_EVERY:  # a killed ingest keeps what it hashed
             out.append(new_rows)
@@ -207,42 +221,33 @@ def _ingest(cfg: Config, manifest_root: Path, folders: Iterable[Path], path_mani
     return counts
 
 
-def unregistered_files(cfg: Config, manifest_root: Path) -> list[Path]:
-    """Video files under ``paths.data_dir`` that ingest has not registered under their current path,
-    size and time (what a sensor polls: no file is read, only listed). Files with the same bytes as a
-    known video under another name stay listed: ingest counts them as duplicates."""
-    known = {(row["path"], row["size_bytes"], row["mtime_ns"])
-             for row in Manifest(manifest_root).iter_rows(["path", "size_bytes", "mtime_ns"])}
-    found = []
-    for path in scan_folder(Path(cfg.paths.data_dir), cfg.ingest.extensions):
-        path = path.resolve()
-        stat = path.stat()
-        if (str(path), stat.st_size, stat.st_mtime_ns) not in known:
-            found.append(path)
-    return found
+def video_stems(path: Path, meta: dict) -> dict[str, str | None]:
+    """The reference stems of the video at ``path``: those its path list names (taken out of
+    ``meta``), else those beside it by the naming of :mod:`vmas.media.stems`."""
+    stems = reference_stems(path)
+    for column in REFERENCE_COLUMNS:
+        given = meta.pop(column, None)
+        if given is not None:
+            if not Path(given).is_file():
+                log.warning("%s: its %s %s is not a file", path, column, given)
+            stems[column] = given
+    return stems
 
 
-def batch_name(files: Iterable[Path]) -> str:
-    """A batch named after the files it starts with, so that polling the same new files twice names
-    the same batch (and registers nothing twice)."""
-    return f"batch-{content_key(sorted(str(f) for f in files))[:12]}"
-
-
-def batch_video_ids(manifest_root: Path, batch: str) -> set[str]:
-    """Ids of the videos ingest registered in ``batch`` (a Dagster partition is one batch)."""
-    return {row[ID] for row in Manifest(manifest_root).iter_rows([ID, "batch"]) if row["batch"] == batch}
-
-
-def batches(manifest_root: Path) -> list[str]:
-    """Every batch name in the ingest manifest, sorted."""
-    return sorted({row["batch"] for row in Manifest(manifest_root).iter_rows(["batch"])})
+def row_key(vid: str, stems: dict[str, str | None]) -> str:
+    """An ingest row's key: the content hash, and with it the reference stems when there are any.
+    Each later stage's key includes its input row's, so recording other stems for a video re-runs
+    what depends on them (remove_vocals' SDR), while a video without stems keeps the key it had
+    before stems were recorded (its id), and with it every later stage's key."""
+    return content_key(vid, stems) if any(stems.values()) else vid
 
 
 STAGE = Stage(
     name="ingest",
+    title="raw videos",
     upstream=None,
     schema=SCHEMA,
-    process=None,  # ingest reads sources, not a manifest: see ingest()
+    run=ingest_data_dir,  # ingest reads sources, not a manifest: see ingest()
     settings=lambda cfg, out_dir: {"extensions": cfg.ingest.extensions},
     description="register raw videos by content hash",
 )

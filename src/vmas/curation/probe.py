@@ -12,8 +12,10 @@ from pathlib import Path
 import av
 import pyarrow as pa
 
-from vmas.curation.stage import RowError, Stage
+from vmas.errors import RowError
+from vmas.stage import Stage
 from vmas.manifest import schema_with
+from vmas.media.stems import REFERENCE_COLUMNS
 
 SCHEMA = schema_with(
     pa.field("path", pa.string()),
@@ -26,6 +28,7 @@ SCHEMA = schema_with(
     pa.field("audio_streams", pa.int32()),
     pa.field("audio_codec", pa.string()),
     pa.field("sample_rate", pa.int32()),
+    *(pa.field(column, pa.string()) for column in REFERENCE_COLUMNS),  # ingest's, carried on to remove_vocals
 )
 
 
@@ -77,6 +80,7 @@ def probe_video(row: dict, settings: dict) -> list[dict]:
             "audio_streams": len(audio),
             "audio_codec": audio[0].codec_context.name,
             "sample_rate": audio[0].codec_context.sample_rate,
+            **{column: row.get(column) for column in REFERENCE_COLUMNS},
         }]
 
 
@@ -90,10 +94,11 @@ def _duration(container: av.container.InputContainer, video: av.video.stream.Vid
 
 STAGE = Stage(
     name="probe",
+    title="probed videos",
     upstream="ingest",
     schema=SCHEMA,
     process=probe_video,
     settings=lambda cfg, out_dir: {},
-    input_fields=("id", "path", "key"),
+    input_fields=("id", "path", "key"),  # ingest's key covers the reference stems it recorded
     description="read duration, fps, size, rotation and codecs; mark unusable videos",
 )

@@ -11,10 +11,11 @@ Methods, chosen by ``remove_vocals.method`` (``auto`` picks the first one that c
   repeats, a voice does not, so the median of each spectrogram frame's nearest neighbours is the
   background; soft masks split it from the foreground. Runs in 30 s windows, so memory is bounded.
 
-Each row records the method that ran; when the synthetic stems sit beside the source video, the
-instrumental SDR of the output and of the untouched mixture. For any video it records the energy
-per second of the mixture and of the *residual vocals*: what the same method still finds as vocals
-when run again on its own output (reference-free, so it works on real data too).
+Each row records the method that ran; when the input row names the video's reference stems (ingest
+records them, as it finds the synthetic set's beside its videos), the instrumental SDR of the output
+and of the untouched mixture. For any video it records the energy per second of the mixture and of
+the *residual vocals*: what the same method still finds as vocals when run again on its own output
+(reference-free, so it works on real data too).
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from vmas.curation.stage import Stage, StageError
+from vmas.errors import StageError
+from vmas.stage import Stage
 from vmas.manifest import Manifest, schema_with
 from vmas.media import read_audio, write_wav
-from vmas.synth.dataset import ItemFiles
+from vmas.media.audio import residual_vocal_db
+from vmas.media.stems import REFERENCE_INSTRUMENTAL, REFERENCE_VOCALS
 
 SCHEMA = schema_with(
     pa.field("path", pa.string()),
@@ -184,27 +187,21 @@ def sdr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     return float(10 * np.log10(max(np.sum(ref**2), 1e-12) / max(np.sum((ref - est) ** 2), 1e-12)))
 
 
-def residual_vocal_db(residual_energy, mixture_energy) -> float:
-    """Residual vocal energy relative to the mixture's, in dB, over the same seconds."""
-    return float(10 * np.log10(max(float(np.sum(residual_energy)), 1e-12) / max(float(np.sum(mixture_energy)), 1e-12)))
-
-
 def energy_per_second(x: np.ndarray, sr: int) -> list[float]:
     n = int(np.ceil(len(x) / sr))
     padded = np.pad(x.astype(np.float64), (0, n * sr - len(x)))
     return np.mean(padded.reshape(n, sr) ** 2, axis=1).astype(np.float32).tolist()
 
 
-def reference_stems(source: Path, sr: int) -> tuple[np.ndarray | None, bool | None]:
-    """The synthetic set's instrumental stem beside ``source`` (at ``sr``) and whether its vocal stem
-    has any sound; ``(None, None)`` for videos without stems."""
-    stems = ItemFiles.of(source.parent, source.stem)  # the synthetic set's own file naming
-    inst_path, vocal_path = stems.instrumental, stems.vocals
-    if not inst_path.is_file():
+def reference_stems(row: dict, sr: int) -> tuple[np.ndarray | None, bool | None]:
+    """The reference instrumental stem the row names (at ``sr``) and whether its vocal stem has any
+    sound; ``(None, None)`` for videos without stems."""
+    inst_path, vocal_path = (Path(row[c]) if row.get(c) else None for c in (REFERENCE_INSTRUMENTAL, REFERENCE_VOCALS))
+    if inst_path is None or not inst_path.is_file():
         return None, None
     reference, _ = read_audio(inst_path, sample_rate=sr)
     has_vocals = None
-    if vocal_path.is_file():
+    if vocal_path is not None and vocal_path.is_file():
         vocals, _ = read_audio(vocal_path, sample_rate=sr)
         has_vocals = bool(np.sqrt(np.mean(vocals.astype(np.float64) ** 2)) > 1e-3)
     return reference, has_vocals
@@ -220,7 +217,7 @@ def remove_vocals_video(row: dict, settings: dict) -> list[dict]:
     _, residual = separate(instrumental, sr, settings)
     out_path = Path(settings["out_dir"]) / f"{row['id']}.wav"
     write_wav(out_path, instrumental, sr)
-    reference, has_vocals = reference_stems(Path(row["path"]), sr)
+    reference, has_vocals = reference_stems(row, sr)
     mix_energy = energy_per_second(mix, sr)
     residual_energy = energy_per_second(residual, sr)
     return [{
@@ -263,12 +260,13 @@ def summarize(out: Manifest, settings: dict) -> dict:
 
 STAGE = Stage(
     name="remove_vocals",
+    title="instrumentals",
     upstream="filter_static",
     schema=SCHEMA,
     process=remove_vocals_video,
     settings=_settings,
     accepts=lambda row: row.get("error") is None and bool(row.get("kept")),
-    input_fields=("id", "path", "key"),
+    input_fields=("id", "path", "key"),  # filter_static's key covers the reference stems (from ingest's)
     description="separate vocals out (Demucs htdemucs, or REPET-SIM without weights); keep the instrumental",
     warmup=lambda: repet_sim(np.random.default_rng(0).standard_normal(8000).astype(np.float32), 8000),
     summarize=summarize,

@@ -23,23 +23,15 @@ from typing import Iterator
 from tqdm import tqdm
 
 from vmas.config import Config
-from vmas.curation.stage import Stage, StageError, describe_error
+from vmas.curation import STAGES
+from vmas.curation.batches import BatchView, batch_video_ids, video_id
+from vmas.errors import StageError, describe_error
+from vmas.stage import Stage
 from vmas.io import atomic_write_json
+from vmas.layout import manifest_dir, output_dir, summary_path
 from vmas.manifest import ERROR, ID, INPUT_ID, KEY, Manifest, content_key
 
 log = logging.getLogger(__name__)
-
-
-def manifest_dir(cfg: Config, stage: str) -> Path:
-    return Path(cfg.paths.artifacts_dir) / "manifests" / stage
-
-
-def output_dir(cfg: Config, stage: str) -> Path:
-    return Path(cfg.paths.artifacts_dir) / stage
-
-
-def summary_path(cfg: Config, stage: str) -> Path:
-    return Path(cfg.paths.artifacts_dir) / "manifests" / f"{stage}.summary.json"
 
 
 @dataclass
@@ -78,8 +70,6 @@ def _apply(stage: Stage, row: dict, key: str, settings: dict) -> list[dict]:
 
 
 def _apply_job(job: tuple[str, dict, str, dict]) -> list[dict]:
-    from vmas.curation import STAGES
-
     name, row, key, settings = job
     return _apply(STAGES[name], row, key, settings)
 
@@ -87,11 +77,6 @@ def _apply_job(job: tuple[str, dict, str, dict]) -> list[dict]:
 def _batched(items: Iterator, size: int) -> Iterator[list]:
     while chunk := list(islice(items, size)):
         yield chunk
-
-
-def video_id(row: dict) -> str:
-    """The ingested video a row comes from (clip-level rows carry it; video-level rows are it)."""
-    return row.get("video_id") or row[ID]
 
 
 def run_stage(name: str, cfg: Config, workers: int = 1, chunk_size: int = 16, progress: bool = True,
@@ -107,9 +92,6 @@ def run_stage(name: str, cfg: Config, workers: int = 1, chunk_size: int = 16, pr
 
 def _run_stage(name: str, cfg: Config, workers: int, chunk_size: int, progress: bool, limit: int | None,
                batch: str | None) -> StageReport:
-    from vmas.curation import STAGES
-    from vmas.curation.ingest import batch_video_ids
-
     stage = STAGES[name]
     if stage.process is None:
         raise StageError(f"stage {name!r} is not a row stage; run it with its own command")
@@ -168,21 +150,6 @@ def _run_stage(name: str, cfg: Config, workers: int, chunk_size: int, progress: 
     log.info("%s: %d processed, %d already done, %d rows, %d errors", name, report.processed, report.skipped,
              report.rows, report.errors, extra={"fields": {"seconds": report.seconds, **report.errors_by_reason}})
     return report
-
-
-class BatchView:
-    """The rows of a manifest that come from some videos (one ingest batch), read like a Manifest."""
-
-    def __init__(self, manifest: Manifest, videos: set[str]):
-        self.manifest, self.videos = manifest, videos
-
-    def iter_rows(self, columns: list[str] | None = None) -> Iterator[dict]:
-        names = self.manifest.schema.names
-        wanted = None if columns is None else list(dict.fromkeys([*columns, ID, *(["video_id"] if "video_id" in names
-                                                                                    else [])]))
-        for row in self.manifest.iter_rows(wanted):
-            if video_id(row) in self.videos:
-                yield row if columns is None else {c: row[c] for c in columns}
 
 
 def _summarize(out: Manifest | BatchView, report: StageReport) -> None:

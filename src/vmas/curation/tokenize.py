@@ -13,7 +13,6 @@ hash is part of every row's key, so another codec re-tokenizes everything.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 from functools import lru_cache
 from pathlib import Path
@@ -22,9 +21,10 @@ import numpy as np
 import pyarrow as pa
 import soundfile as sf
 
-from vmas.curation.stage import RowError, Stage, StageError
-from vmas.io import atomic_path
+from vmas.errors import RowError, StageError
+from vmas.io import atomic_path, file_sha256
 from vmas.manifest import schema_with
+from vmas.stage import Stage
 
 SCHEMA = schema_with(
     pa.field("video_id", pa.string()),
@@ -50,18 +50,6 @@ def _codec(path: str, device: str):
     return load_codec(path, device=device)
 
 
-def file_sha256(path: Path) -> str:
-    """Hash of a codec checkpoint (a file, or every file of a folder in name order)."""
-    digest = hashlib.sha256()
-    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
-        if file.is_file():
-            digest.update(file.relative_to(path).as_posix().encode() if path.is_dir() else b"")
-            with open(file, "rb") as f:
-                while block := f.read(1 << 22):
-                    digest.update(block)
-    return digest.hexdigest()
-
-
 def tokens_file(out_dir: Path, clip_id: str) -> Path:
     return out_dir / f"{clip_id.replace('/', '-')}.npz"
 
@@ -69,9 +57,10 @@ def tokens_file(out_dir: Path, clip_id: str) -> Path:
 def tokenize_clip(row: dict, settings: dict) -> list[dict]:
     import torch
 
-    from vmas.codec.train_codec import select_device
+    from vmas.devices import select_device
 
-    device = select_device(settings["device"])
+
+    device = select_device(settings["device"], "codec.device")
     codec = _codec(settings["codec"], device)
     audio, sr = sf.read(row["audio_path"], dtype="float32", always_2d=True)
     if sr != codec.sample_rate:
@@ -91,7 +80,8 @@ def tokenize_clip(row: dict, settings: dict) -> list[dict]:
 
 
 def _settings(cfg, out_dir: Path) -> dict:
-    from vmas.codec.train_codec import resolve_codec_path
+    from vmas.codec.loading import resolve_codec_path
+
 
     path = resolve_codec_path(cfg)
     if path is None:
@@ -112,7 +102,9 @@ def _settings(cfg, out_dir: Path) -> dict:
 
 STAGE = Stage(
     name="tokenize",
+    title="training tokens",
     upstream="beats",
+    after=("train_codec",),  # the codec it encodes with
     schema=SCHEMA,
     process=tokenize_clip,
     settings=_settings,

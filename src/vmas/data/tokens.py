@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from vmas.config import Config
 from vmas.data.split import split_by_video
+from vmas.layout import manifest_dir
 from vmas.manifest import Manifest
 
 # Hiera / ImageNet normalisation
@@ -156,3 +158,11 @@ class TokenDataModule(L.LightningDataModule):
             return []
         return self._loader(TokenClips(self.val_rows, self.settings.frames, self.settings.size), None,
                             self.settings.batch_size)
+
+
+def usable_clips(cfg: Config) -> list[dict]:
+    """``{"id", "key", "codec_sha256"}`` of every usable clip in the tokenize manifest, by id: what a
+    model trains on (one pass over the manifest)."""
+    rows = Manifest(manifest_dir(cfg, "tokenize")).iter_rows(["id", "key", "codec_sha256", "error"])
+    return sorted(({k: r[k] for k in ("id", "key", "codec_sha256")} for r in rows if r["error"] is None),
+                  key=lambda r: r["id"])

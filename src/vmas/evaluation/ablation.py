@@ -29,7 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from vmas.config import Config
-from vmas.io import atomic_write_json, atomic_write_text
+from vmas.evaluation.evaluate import evaluate
+from vmas.io import atomic_path, atomic_write_json, atomic_write_text
+from vmas.layout import model_path, output_dir
+from vmas.tracking.runs import child_logger, log_to_run, parent_run
+from vmas.training.train import train
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +47,6 @@ METRICS = ("mv_align", "fad", "kl", "retrieval_r1", "retrieval_r10")
 LOWER_IS_BETTER = {"fad", "kl"}
 CHANCE = ("mv_align_chance",)
 CEILINGS = ("mv_align_reference", "mv_align_reference_chance", "mv_align_codec", "fad_codec", "kl_codec")
-
-
-def output_dir(cfg: Config) -> Path:
-    return Path(cfg.paths.artifacts_dir) / NAME
 
 
 def variant_config(cfg: Config, variant: str, seed: int) -> Config:
@@ -121,13 +121,10 @@ def targets(table: dict, chance: dict) -> list[dict]:
 def ablation(cfg: Config, seeds: tuple[int, ...] = (0, 1, 2), variants: tuple[str, ...] = tuple(VARIANTS),
              out: Path | None = None, track: bool = True, progress: bool = True) -> dict:
     """Train and evaluate every variant x seed, then write the table; returns ``ablation.json``'s content."""
-    from vmas.evaluation.evaluate import evaluate
-    from vmas.tracking.runs import child_logger, parent_run
-    from vmas.training.train import model_path, train
 
     if not seeds or not variants:
         raise ValueError(f"{NAME}: give at least one seed and one variant (seeds {list(seeds)}, variants {list(variants)})")
-    out = Path(out) if out is not None else output_dir(cfg)
+    out = Path(out) if out is not None else output_dir(cfg, NAME)
     out.mkdir(parents=True, exist_ok=True)
     for v in variants:
         variant_config(cfg, v, seeds[0])  # every variant is valid before anything runs
@@ -167,7 +164,6 @@ def _fingerprint(cfg: Config) -> str:
 
 
 def _log_parent(cfg: Config, parent: str, summary: dict, files: list[Path]) -> None:
-    from vmas.tracking.runs import log_to_run
 
     metrics = {}
     for variant, values in summary["variants"].items():
@@ -229,7 +225,6 @@ def plot(summary: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vmas.io import atomic_path
 
     variants = list(summary["variants"])
     fig, axes = plt.subplots(1, len(METRICS), figsize=(3.2 * len(METRICS), 3.4))

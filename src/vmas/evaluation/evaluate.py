@@ -26,17 +26,33 @@ import functools
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from vmas import layout
 from vmas.config import Config
-from vmas.curation.stage import StageError
+from vmas.data.split import split_by_video
+from vmas.data.tokens import load_frames
+from vmas.devices import select_device
+from vmas.errors import StageError
+from vmas.evaluation.embeddings import load_embedder
 from vmas.evaluation.metrics import (audio_peaks, fad, kl_divergence, mv_align, mv_align_chance, retrieval_recall,
                                      video_peaks)
-from vmas.io import atomic_write_json
-from vmas.run_logging import log_artifacts, set_tags
+from vmas.evaluation.report import write_report
+from vmas.io import atomic_write_json, file_sha256
+from vmas.layout import manifest_dir, output_dir
+from vmas.manifest import Manifest
+from vmas.media.audio import read_audio, write_wav
+from vmas.media.motion import clip_motion
+from vmas.models.builders import sampling_settings
+from vmas.models.package import load_model_package
+from vmas.models.sample import SamplingSettings, generate_codes
+from vmas.plots import beat_alignment, spectrogram_pair
+from vmas.run_logging import flatten, log_artifacts, set_tags
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +60,8 @@ NAME = "evaluate"
 TOKEN_COLUMNS = ["id", "video_id", "tokens_path", "video_path", "audio_path", "error"]
 
 
-def output_dir(cfg: Config) -> Path:
-    return Path(cfg.paths.artifacts_dir) / NAME
-
-
 def held_out_clips(cfg: Config, trained: Config) -> list[dict]:
     """Tokenized clips of the videos ``trained``'s run held out, with their source span, sorted by id."""
-    from vmas.curation.runner import manifest_dir
-    from vmas.data.split import split_by_video
-    from vmas.manifest import Manifest
 
     tokens = Manifest(manifest_dir(cfg, "tokenize"))
     if not tokens.exists():
@@ -69,37 +78,6 @@ def held_out_clips(cfg: Config, trained: Config) -> list[dict]:
     clips.sort(key=lambda r: r["id"])
     limit = cfg.evaluate.max_clips
     return clips[:limit] if limit else clips
-
-
-def clip_motion(source_path: str, start_s: float, end_s: float, flow_size: int,
-                chunk: int = 64) -> tuple[np.ndarray, float]:
-    """Mean Farneback flow magnitude between neighbouring frames of the source over ``[start_s, end_s]``.
-
-    Returns ``(motion [N - 1], fps)``. Frames are decoded straight to a short side of ``flow_size``
-    px and streamed ``chunk`` at a time, so a long or large video never sits in memory.
-    """
-    import cv2
-    import decord
-
-    from vmas.curation.beats import farneback_motion
-    from vmas.media.video import open_scaled
-
-    probe = decord.VideoReader(source_path, num_threads=1)
-    fps, count = float(probe.get_avg_fps()), len(probe)
-    height, width = probe[0].shape[:2]
-    del probe
-    first, last = int(round(start_s * fps)), min(int(round(end_s * fps)), count) - 1
-    if last - first < 2:
-        raise ValueError(f"{source_path}: fewer than 3 frames in {start_s:.2f}-{end_s:.2f} s")
-    scale = flow_size / min(height, width)
-    reader = open_scaled(source_path, max(int(round(width * scale)), 8), max(int(round(height * scale)), 8))
-    motion, previous = [], []
-    for begin in range(first, last + 1, chunk):
-        frames = reader.get_batch(list(range(begin, min(begin + chunk, last + 1)))).asnumpy()
-        gray = previous + [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-        motion.append(farneback_motion(np.stack(gray)))
-        previous = gray[-1:]  # the next chunk's first flow starts from this frame
-    return np.concatenate(motion), fps
 
 
 # a clip's motion, kept for the process (a few KB a clip): the ablation evaluates many models on the same clips
@@ -120,13 +98,8 @@ def evaluate(cfg: Config, model_path: str | Path | None = None, logger=None, cha
     ``champion`` (``{"version", "metrics"}``, from the registry) is the column the report compares
     against; None when there is none yet. ``out`` replaces ``<artifacts>/evaluate``.
     """
-    from vmas.codec.train_codec import select_device
-    from vmas.curation.tokenize import file_sha256
-    from vmas.evaluation.report import write_report
-    from vmas.training.train import model_path as trained_model_path
-
-    out = Path(out) if out is not None else output_dir(cfg)
-    model_file = Path(model_path) if model_path is not None else trained_model_path(cfg)
+    out = Path(out) if out is not None else output_dir(cfg, NAME)
+    model_file = Path(model_path) if model_path is not None else layout.model_path(cfg)
     if not model_file.is_file():
         raise StageError(f"{NAME}: {model_file} does not exist; run `vmas train` first")
     fp = fingerprint(file_sha256(model_file), cfg)
@@ -138,7 +111,7 @@ def evaluate(cfg: Config, model_path: str | Path | None = None, logger=None, cha
         return result
 
     started = time.perf_counter()
-    result = _generate_and_score(cfg, model_file, out, select_device(cfg.generate.device), progress)
+    result = _generate_and_score(cfg, model_file, out, select_device(cfg.generate.device, "generate.device"), progress)
     result.update(fingerprint=fp, seconds=round(time.perf_counter() - started, 1),
                   run_id=getattr(logger, "run_id", None) if logger is not None else None)
     atomic_write_json(out / "metrics.json", result["metrics"])
@@ -152,14 +125,8 @@ def evaluate(cfg: Config, model_path: str | Path | None = None, logger=None, cha
 
 
 def _generate_and_score(cfg: Config, model_file: Path, out: Path, device: str, progress: bool) -> dict:
-    from tqdm import tqdm
-
-    from vmas.data.tokens import load_frames
-    from vmas.evaluation.embeddings import load_embedder
-    from vmas.generation.package import load_model_package
-    from vmas.generation.sample import SamplingSettings, generate_codes
-    from vmas.media.audio import read_audio, write_wav
-
+    """Generate for the held-out clips batch by batch, score each clip, then the set: ``evaluation.json``'s
+    content less what :func:`evaluate` adds (fingerprint, time, run id)."""
     package = load_model_package(model_file, device=device)
     model, codec, trained = package.model, package.codec, package.config
     clips = held_out_clips(cfg, trained)
@@ -167,78 +134,161 @@ def _generate_and_score(cfg: Config, model_file: Path, out: Path, device: str, p
         raise StageError(f"{NAME}: {len(clips)} held-out clip(s); FAD and retrieval need at least 2")
     embedder = load_embedder(cfg.evaluate.embedding)
     g = cfg.generate
-    settings = SamplingSettings(guidance=g.guidance, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
-    generator = torch.Generator(device).manual_seed(g.seed)
-    sr, thr = codec.sample_rate, cfg.evaluate.motion_threshold
-    kinds = ("gen", "ref", "codec")  # generated, the real music, the real music through the codec (its ceiling)
-    rows, emb, tags, video_emb, music_emb, plots = [], {k: [] for k in kinds}, {k: [] for k in kinds}, [], [], []
-    events: dict[str, list] = {"gen": [], "ref": [], "video": []}  # onsets and motion peaks, for the chance level
+    settings = sampling_settings(g)
+    generator = torch.Generator(device).manual_seed(g.seed)  # one stream for all batches, drawn in clip order
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(clips), desc=NAME, unit="clip", disable=not progress)
-    for start in range(0, len(clips), g.batch_size):
-        batch = clips[start : start + g.batch_size]
-        frames = torch.stack([load_frames(c["video_path"], trained.video.frames, trained.video.size) for c in batch])
-        codes = torch.stack([torch.from_numpy(_codes(c["tokens_path"])) for c in batch])
-        frames, codes = frames.to(device), codes.to(device)
-        generated = generate_codes(model, frames, codes.shape[-1], settings, generator)
-        with torch.no_grad():
-            audio = codec.decode(generated)[:, 0].float().cpu().numpy()  # [B, samples]
-            through_codec = codec.decode(codes)[:, 0].float().cpu().numpy()  # [B, samples]: the tokens, decoded
-            music, video = model.embeddings(codes, model.video_encoder(frames))
-        music_emb.append(music.float().cpu().numpy())
-        video_emb.append(video.float().cpu().numpy())
-        for clip, gen, coded in zip(batch, audio, through_codec):
-            ref = read_audio(clip["audio_path"], sample_rate=sr)[0][: len(gen)]
-            ref = np.pad(ref, (0, len(gen) - len(ref)))
-            wav = out / "audio" / f"{_flat(clip['id'])}.wav"
-            write_wav(wav, gen / max(1.0, float(np.abs(gen).max())), sr)
-            motion, fps = _held_out_motion(clip["source_path"], clip["start_s"], clip["end_s"], cfg.evaluate.flow_size)
-            peaks, gen_onsets, ref_onsets = video_peaks(motion, fps, thr), audio_peaks(gen, sr), audio_peaks(ref, sr)
-            for kind, times in (("gen", gen_onsets), ("ref", ref_onsets), ("video", peaks)):
-                events[kind].append(times)
-            codec_onsets = audio_peaks(coded, sr)
-            for kind, signal in (("gen", gen), ("ref", ref), ("codec", coded)):
-                emb[kind].append(embedder.embed(signal, sr))
-                t = embedder.tags(signal, sr)
-                if t is not None:
-                    tags[kind].append(t.mean(0))
-            rows.append({"id": clip["id"], "video_id": clip["video_id"], "audio": str(wav),
-                         "reference_audio": clip["audio_path"], "source_path": clip["source_path"],
-                         "start_s": clip["start_s"], "end_s": clip["end_s"],
-                         "mv_align": mv_align(gen_onsets, peaks, fps), "mv_align_reference": mv_align(ref_onsets, peaks, fps),
-                         "mv_align_codec": mv_align(codec_onsets, peaks, fps),
-                         "video_peaks": len(peaks), "onsets": len(gen_onsets), "reference_onsets": len(ref_onsets),
-                         "fps": fps})
-            if len(plots) < 2 * cfg.evaluate.report_clips:  # two figures per clip
-                plots.extend(_figures(out / "figures", clip["id"], ref, gen, sr, motion, fps, peaks, ref_onsets, gen_onsets))
-            bar.update(1)
-    bar.close()
+    records: list[ClipScore] = []
+    with tqdm(total=len(clips), desc=NAME, unit="clip", disable=not progress) as bar:
+        for start in range(0, len(clips), g.batch_size):
+            batch = generate_batch(model, codec, trained, clips[start : start + g.batch_size], settings,
+                                   generator, device)
+            for i in range(len(batch.clips)):
+                plot = len(records) < cfg.evaluate.report_clips  # the report's figures: the first clips'
+                records.append(score_clip(batch, i, embedder, cfg, out, plot))
+                bar.update(1)
+    return _result(records, metrics(records), package, model_file, embedder, settings, cfg, out, device)
 
-    n = len(rows)
-    recall = retrieval_recall(np.concatenate(video_emb), np.concatenate(music_emb), (1, 10))
-    gen_emb, ref_emb = np.concatenate(emb["gen"]), np.concatenate(emb["ref"])
-    fps_list, groups = [r["fps"] for r in rows], [r["video_id"] for r in rows]
-    metrics = {
+
+@dataclass(frozen=True)
+class GeneratedBatch:
+    """A batch of held-out clips after generation: the sampled music and the clips' own tokens, both decoded,
+    and the model's retrieval embeddings of the batch. Row ``i`` of each array belongs to ``clips[i]``."""
+
+    clips: list[dict]
+    sample_rate: int  # the codec's
+    generated: np.ndarray  # [B, samples]: the codes the model sampled, decoded
+    through_codec: np.ndarray  # [B, samples]: the clip's real codes, decoded (the codec's ceiling)
+    music: np.ndarray  # [B, D]: the model's music embedding (a decoder pass with the video nulled)
+    video: np.ndarray  # [B, D]: the model's video embedding
+
+
+def generate_batch(model, codec, trained: Config, batch: list[dict], settings: SamplingSettings,
+                   generator: torch.Generator, device: str) -> GeneratedBatch:
+    """Sample codes for ``batch`` from its frames ``[B, 3, F, H, W]``, as long as its real codes ``[B, K, T]``;
+    decode both; embed both sides for retrieval exactly as training does (:meth:`vmas.models.VMAs.embeddings`).
+
+    ``generator`` is drawn from here only, so the music depends on the seed, the batch size and the clip order.
+    """
+    frames = torch.stack([load_frames(c["video_path"], trained.video.frames, trained.video.size) for c in batch])
+    codes = torch.stack([torch.from_numpy(_codes(c["tokens_path"])) for c in batch])
+    frames, codes = frames.to(device), codes.to(device)
+    generated = generate_codes(model, frames, codes.shape[-1], settings, generator)
+    with torch.no_grad():
+        audio = codec.decode(generated)[:, 0].float().cpu().numpy()
+        through_codec = codec.decode(codes)[:, 0].float().cpu().numpy()
+        music, video = model.embeddings(codes, model.video_encoder(frames))
+    return GeneratedBatch(batch, codec.sample_rate, audio, through_codec, music.float().cpu().numpy(),
+                          video.float().cpu().numpy())
+
+
+KINDS = ("gen", "ref", "codec")  # generated, the real music, the real music through the codec (its ceiling)
+
+
+@dataclass(frozen=True)
+class ClipScore:
+    """What the set's metrics and the report need of one clip (no audio: that is in its wav).
+
+    - ``row``: the clip's entry of ``per_clip``, its MV-Align numbers among them;
+    - ``events``: onset times (s) of the generated (``gen``) and real (``ref``) music and the video's motion
+      peaks (``video``), which MV-Align's chance level pairs across clips;
+    - ``embeddings[kind]`` ``[W, D]`` and ``tags[kind]`` ``[C]`` (mean label probabilities over the windows,
+      None without a tagger): the embedder's view of each of :data:`KINDS`, for FAD and KL;
+    - ``music``, ``video`` ``[D]``: the model's retrieval embeddings;
+    - ``figures``: the report's two PNGs, or none past ``evaluate.report_clips``.
+    """
+
+    row: dict
+    events: dict[str, np.ndarray]
+    embeddings: dict[str, np.ndarray]
+    tags: dict[str, np.ndarray | None]
+    music: np.ndarray
+    video: np.ndarray
+    figures: list[Path]
+
+
+def score_clip(batch: GeneratedBatch, i: int, embedder, cfg: Config, out: Path, plot: bool) -> ClipScore:
+    """Clip ``i`` of ``batch``: its music to ``audio/<clip>.wav``; MV-Align of the generated, real and
+    codec-decoded music ``[samples]`` against the video's motion peaks over the clip's span, at the video's
+    own frame rate; the embedder on all three; its figures when ``plot``."""
+    clip, gen, coded, sr = batch.clips[i], batch.generated[i], batch.through_codec[i], batch.sample_rate
+    ref = read_audio(clip["audio_path"], sample_rate=sr)[0][: len(gen)]
+    ref = np.pad(ref, (0, len(gen) - len(ref)))  # the real music, as long as the generated
+    wav = out / "audio" / f"{_flat(clip['id'])}.wav"
+    write_wav(wav, gen / max(1.0, float(np.abs(gen).max())), sr)
+    motion, fps = _held_out_motion(clip["source_path"], clip["start_s"], clip["end_s"], cfg.evaluate.flow_size)
+    peaks = video_peaks(motion, fps, cfg.evaluate.motion_threshold)
+    gen_onsets, ref_onsets, codec_onsets = audio_peaks(gen, sr), audio_peaks(ref, sr), audio_peaks(coded, sr)
+    signals = {"gen": gen, "ref": ref, "codec": coded}
+    embeddings, tags = {}, {}
+    for kind in KINDS:
+        embeddings[kind] = embedder.embed(signals[kind], sr)
+        t = embedder.tags(signals[kind], sr)
+        tags[kind] = t.mean(0) if t is not None else None
+    row = {"id": clip["id"], "video_id": clip["video_id"], "audio": str(wav),
+           "reference_audio": clip["audio_path"], "source_path": clip["source_path"],
+           "start_s": clip["start_s"], "end_s": clip["end_s"],
+           "mv_align": mv_align(gen_onsets, peaks, fps), "mv_align_reference": mv_align(ref_onsets, peaks, fps),
+           "mv_align_codec": mv_align(codec_onsets, peaks, fps),
+           "video_peaks": len(peaks), "onsets": len(gen_onsets), "reference_onsets": len(ref_onsets),
+           "fps": fps}
+    figures = _figures(out / "figures", clip["id"], ref, gen, sr, motion, fps, peaks, ref_onsets, gen_onsets) \
+        if plot else []  # two a clip
+    return ClipScore(row, {"gen": gen_onsets, "ref": ref_onsets, "video": peaks}, embeddings, tags,
+                     batch.music[i], batch.video[i], figures)
+
+
+def _windows(records: list[ClipScore], kind: str) -> np.ndarray:
+    """The embedder's windows of ``kind`` over all clips, ``[sum W, D]``, in clip order."""
+    return np.concatenate([r.embeddings[kind] for r in records])
+
+
+def _tags(records: list[ClipScore], kind: str) -> list[np.ndarray]:
+    """The clips' mean tags ``[C]`` of ``kind``, empty without a tagger."""
+    return [r.tags[kind] for r in records if r.tags[kind] is not None]
+
+
+def metrics(records: list[ClipScore]) -> dict:
+    """The set's numbers (``metrics.json``): MV-Align means and chance levels, FAD and KL of the generated and
+    the codec-decoded music against the real, and the model's video -> music retrieval R@1 / R@10 over the
+    ``[N, D]`` embeddings (row ``i`` from clip ``i``). KL is None without a tagger; the keys' order is the file's."""
+    rows = [r.row for r in records]
+    recall = retrieval_recall(np.stack([r.video for r in records]), np.stack([r.music for r in records]), (1, 10))
+    ref_emb = _windows(records, "ref")
+    fps, groups = [r["fps"] for r in rows], [r["video_id"] for r in rows]
+    events = {k: [r.events[k] for r in records] for k in ("gen", "ref", "video")}
+    tags = {k: _tags(records, k) for k in KINDS}
+    return {
         "mv_align": float(np.mean([r["mv_align"] for r in rows])),
         "mv_align_reference": float(np.mean([r["mv_align_reference"] for r in rows])),
-        "mv_align_chance": mv_align_chance(events["gen"], events["video"], fps_list, groups),
-        "mv_align_reference_chance": mv_align_chance(events["ref"], events["video"], fps_list, groups),
+        "mv_align_chance": mv_align_chance(events["gen"], events["video"], fps, groups),
+        "mv_align_reference_chance": mv_align_chance(events["ref"], events["video"], fps, groups),
         "mv_align_codec": float(np.mean([r["mv_align_codec"] for r in rows])),
-        "fad": fad(gen_emb, ref_emb),
-        "fad_codec": fad(np.concatenate(emb["codec"]), ref_emb),
+        "fad": fad(_windows(records, "gen"), ref_emb),
+        "fad_codec": fad(_windows(records, "codec"), ref_emb),
         "kl": kl_divergence(np.stack(tags["ref"]), np.stack(tags["gen"])) if tags["gen"] else None,
         "kl_codec": kl_divergence(np.stack(tags["ref"]), np.stack(tags["codec"])) if tags["codec"] else None,
         "retrieval_r1": recall[1],
         "retrieval_r10": recall[10],
     }
+
+
+def _result(records: list[ClipScore], scores: dict, package, model_file: Path, embedder, settings: SamplingSettings,
+            cfg: Config, out: Path, device: str) -> dict:
+    """``evaluation.json``'s content (keys in the file's order): the settings, what the numbers were computed
+    with, the set's metrics and their chance levels, and the per-clip rows."""
+    n = len(records)
+    gen_windows, ref_windows = _windows(records, "gen"), _windows(records, "ref")
     return {"stage": NAME, "model": str(model_file), "model_sha256": package.sha256, "codec": str(package.codec_path),
-            "clips": n, "videos": len({r["video_id"] for r in rows}), "trained_on": package.trained_on,
+            "clips": n, "videos": len({r.row["video_id"] for r in records}), "trained_on": package.trained_on,
             "embedding": embedder.name,
-            "embedding_dim": int(gen_emb.shape[1]), "embedding_windows": [int(len(gen_emb)), int(len(ref_emb))],
-            "tagger": embedder.name if tags["gen"] else None, "sampling": {**settings.__dict__, "seed": g.seed},
-            "motion_threshold": thr, "chance": {"retrieval_r1": 1 / n, "retrieval_r10": min(10 / n, 1.0),
-                                                "mv_align": metrics["mv_align_chance"]},
-            "metrics": metrics, "per_clip": rows, "figures": [str(p.relative_to(out)) for p in plots], "device": device}
+            "embedding_dim": int(gen_windows.shape[1]),
+            "embedding_windows": [int(len(gen_windows)), int(len(ref_windows))],
+            "tagger": embedder.name if _tags(records, "gen") else None,
+            "sampling": {**settings.__dict__, "seed": cfg.generate.seed},
+            "motion_threshold": cfg.evaluate.motion_threshold,
+            "chance": {"retrieval_r1": 1 / n, "retrieval_r10": min(10 / n, 1.0), "mv_align": scores["mv_align_chance"]},
+            "metrics": scores, "per_clip": [r.row for r in records],
+            "figures": [str(p.relative_to(out)) for r in records for p in r.figures], "device": device}
 
 
 def _codes(tokens_path: str) -> np.ndarray:
@@ -248,8 +298,8 @@ def _codes(tokens_path: str) -> np.ndarray:
 
 
 def _figures(folder: Path, clip_id: str, ref, gen, sr, motion, fps, peaks, ref_onsets, gen_onsets) -> list[Path]:
-    from vmas.plots import beat_alignment, spectrogram_pair
-
+    """A clip's two report figures: real vs generated spectrograms with their onsets, and the video's motion
+    with its peaks against both musics' onsets."""
     name = _flat(clip_id)
     return [spectrogram_pair(ref, gen, sr, folder / f"{name}_spectrogram.png", onsets=(ref_onsets, gen_onsets),
                              title=clip_id, labels=("real music", "generated")),
@@ -264,7 +314,6 @@ def _flat(clip_id: str) -> str:
 
 def _log_run(logger, result: dict, out: Path) -> None:
     """Metrics, settings, tags and the report on the run ``logger`` writes to."""
-    from vmas.run_logging import flatten
 
     # under "evaluation.", not "evaluate."/"generate.": a run that also trained (the ablation's) holds the
     # config's own keys already, and MLflow refuses to change a logged parameter
@@ -275,18 +324,3 @@ def _log_run(logger, result: dict, out: Path) -> None:
     set_tags(logger, {"stage": NAME, "model_sha256": result["model_sha256"], "embedding": result["embedding"]})
     log_artifacts(logger, [out / "metrics.json", out / "evaluation.json", out / "report.html"], NAME)
     log_artifacts(logger, [out / f for f in result["figures"]], f"{NAME}/figures")
-
-
-def export_clip_video(source_path: str, start_s: float, end_s: float, path: str | Path) -> Path:
-    """The clip's span of its source video as a silent mp4 at the source's frame rate (for listening tests)."""
-    import decord
-
-    from vmas.media.video import write_mp4
-
-    reader = decord.VideoReader(source_path, num_threads=1)
-    fps = float(reader.get_avg_fps())
-    first, last = int(round(start_s * fps)), min(int(round(end_s * fps)), len(reader))
-    frames = reader.get_batch(list(range(first, last))).asnumpy()
-    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-    write_mp4(path, frames[:, :h, :w], fps)
-    return Path(path)

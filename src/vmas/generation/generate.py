@@ -24,12 +24,18 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from tqdm import tqdm
+
 from vmas.config import GenerateConfig
-from vmas.generation.package import ModelPackage
-from vmas.generation.sample import SamplingSettings, generate_codes
+from vmas.evaluation.metrics import audio_peaks, mv_align, video_peaks
 from vmas.generation.video_input import ModelFrames, VideoInfo, inspect_video
 from vmas.io import atomic_write_json
+from vmas.media.audio import write_wav
+from vmas.media.motion import clip_motion
 from vmas.media.mux import OriginalAudio, mux_music
+from vmas.models.builders import sampling_settings
+from vmas.models.package import ModelPackage
+from vmas.models.sample import SamplingSettings, generate_codes
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +55,7 @@ class GenerationSettings:
     @classmethod
     def from_config(cls, g: GenerateConfig, **changes) -> "GenerationSettings":
         """The ``generate`` section's sampling settings, seed and batch size; ``changes`` set other fields."""
-        sampling = SamplingSettings(guidance=g.guidance, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
-        return cls(**{"sampling": sampling, "seed": g.seed, "batch_size": g.batch_size, **changes})
+        return cls(**{"sampling": sampling_settings(g), "seed": g.seed, "batch_size": g.batch_size, **changes})
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,20 @@ def _outputs(name: str, out_dir: Path, variant: int, variants: int) -> dict[str,
     return {"video": out_dir / f"{stem}.mp4", "wav": out_dir / f"{stem}.wav", "json": out_dir / f"{stem}.json"}
 
 
+_OnError = Callable[[Path, Exception], None] | None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One output to make: variant ``variant`` (0-based) of the video ``info``, ``steps`` code steps long."""
+
+    info: VideoInfo
+    variant: int
+    duration_s: float  # the music's length: ``settings.duration_s`` or the video's
+    steps: int  # code steps covering ``duration_s`` at the codec's frame rate
+    paths: dict[str, Path]  # where its video, wav and json go (see :func:`_outputs`)
+
+
 def generate(package: ModelPackage, inputs: Iterable[str | Path], out_dir: str | Path,
              settings: GenerationSettings = GenerationSettings(), model_name: str | None = None,
              progress: bool = True, on_error: Callable[[Path, Exception], None] | None = None,
@@ -146,89 +165,142 @@ def generate(package: ModelPackage, inputs: Iterable[str | Path], out_dir: str |
     A bad input raises :class:`VideoInputError` naming it, unless ``on_error`` is given: then it
     is reported there and the other inputs go on. Nothing is written for a failed input.
     """
-    from tqdm import tqdm
-
-    from vmas.media.audio import write_wav
-
-    cfg = package.config
     out_dir = Path(out_dir)
-    rate, sr = cfg.codec.frame_rate, package.codec.sample_rate
+    infos = _inspect_inputs(inputs, on_error)
+    jobs, results = _plan_jobs(package, infos, out_dir, settings, force)
+    bar = tqdm(total=sum(job.steps for job in jobs), desc="generate", unit="step", disable=not progress)
+    for steps, batch in _batches(jobs, settings.batch_size):
+        audio = _music_for_batch(package, batch, steps, settings, bar, on_error)
+        if audio is None:
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for job, music in zip(batch, audio):
+            sidecar = _finish_output(package, job, music, settings, model_name, on_error)
+            if sidecar is not None:
+                results.append(sidecar)
+    bar.close()
+    return results
+
+
+def _report(on_error: _OnError, paths: Iterable[Path], exc: Exception) -> None:
+    """The one policy for a failed input, called from an ``except`` block: without ``on_error``
+    re-raise ``exc``; with it, report ``exc`` once for each of ``paths`` so the caller can skip
+    them and go on with the other inputs."""
+    if on_error is None:
+        raise exc
+    for path in paths:
+        on_error(path, exc)
+
+
+def _inspect_inputs(inputs: Iterable[str | Path], on_error: _OnError) -> list[VideoInfo]:
+    """Every input that :func:`inspect_video` accepts, in order; a bad one is reported through
+    :func:`_report` (so it raises without ``on_error``) before anything is sampled or written."""
     infos = []
     for path in inputs:
         try:
             infos.append(inspect_video(path))
         except Exception as exc:  # noqa: BLE001 - reported per input
-            if on_error is None:
-                raise
-            on_error(Path(path), exc)
-    duration = {i.path: settings.duration_s or i.duration_s for i in infos}
+            _report(on_error, [Path(path)], exc)
+    return infos
+
+
+def _plan_jobs(package: ModelPackage, infos: list[VideoInfo], out_dir: Path, settings: GenerationSettings,
+               force: bool) -> tuple[list[_Job], list[dict]]:
+    """The outputs still to make, and the sidecars of those kept: one output per input and variant,
+    named by :func:`output_names`; one already up to date (:func:`_up_to_date`) is kept unless
+    ``force``, so a rerun over the same folder only samples what is new or changed."""
+    rate = package.config.codec.frame_rate
     names = output_names([i.path for i in infos])
-    jobs, results = [], []
+    jobs, kept = [], []
     for info in infos:
+        duration = settings.duration_s or info.duration_s
         for v in range(settings.variants):
             paths = _outputs(names[info.path], out_dir, v, settings.variants)
             done = None if force else _up_to_date(info, paths, package, settings, v)
             if done is not None:
                 log.info("generate: %s is up to date (same input, model and settings); --force to redo", done["video"])
-                results.append(done)
+                kept.append(done)
             else:
-                jobs.append((info, v))
-    by_length: dict[int, list] = {}
-    for info, v in jobs:
-        by_length.setdefault(int(math.ceil(duration[info.path] * rate)), []).append((info, v))
-    total_steps = sum(steps * len(group) for steps, group in by_length.items())
-    bar = tqdm(total=total_steps, desc="generate", unit="step", disable=not progress)
-    for steps, group in by_length.items():
-        for i in range(0, len(group), settings.batch_size):
-            batch = group[i : i + settings.batch_size]
-            try:
-                frames = {info.path: ModelFrames(info, cfg.video.frames, cfg.video.fps, cfg.video.size)
-                          for info, _ in batch}
-            except Exception as exc:  # noqa: BLE001
-                if on_error is None:
-                    raise
-                for info, _ in batch:
-                    on_error(info.path, exc)
-                continue
-            seeds = [settings.seed + v for _, v in batch]
-            codes = sample_music(package, [frames[info.path] for info, _ in batch], steps, settings, seeds,
-                                 progress=lambda n, b=len(batch): bar.update(n * b))
-            with torch.no_grad():
-                audio = package.codec.decode(codes).float().cpu().numpy()  # [B, C, samples]
-            out_dir.mkdir(parents=True, exist_ok=True)
-            for (info, variant), music in zip(batch, audio):
-                music = music[:, : int(round(duration[info.path] * sr))]
-                measured = None
-                if settings.loudness_lufs is not None:
-                    music, measured = loudness_normalize(music, sr, settings.loudness_lufs)
-                paths = _outputs(names[info.path], out_dir, variant, settings.variants)
-                try:
-                    write_wav(paths["wav"], music.T, sr)
-                    paths["video"] = _mux(info.path, music, sr, paths["video"], settings)
-                except Exception as exc:  # noqa: BLE001 - nothing of this output may stay behind
-                    for path in paths.values():
-                        path.unlink(missing_ok=True)
-                    if on_error is None:
-                        raise
-                    on_error(info.path, exc)
-                    continue
-                sidecar = {"input": str(info.path), "input_stamp": _stamp(info.path), "video": str(paths["video"]),
-                           "wav": str(paths["wav"]),
-                           "model": model_name or str(package.path), "model_sha256": package.sha256,
-                           "seed": settings.seed + variant, "variant": variant + 1, "duration_s": duration[info.path],
-                           "sample_rate": sr, "settings": {**asdict(settings), "sampling": asdict(settings.sampling)},
-                           "windows": len(plan_windows(steps, int(round(cfg.clip.seconds * rate)),
-                                                       int(round(settings.overlap_s * rate)))),
-                           "loudness_before_lufs": measured, "loudness_lufs": settings.loudness_lufs,
-                           "mv_align": _mv_align(info, music.mean(0), sr),
-                           "input_video": {"fps": info.fps, "width": info.width, "height": info.height,
-                                           "variable_frame_rate": info.variable_frame_rate,
-                                           "had_audio": info.has_audio}}
-                atomic_write_json(paths["json"], sidecar)
-                results.append(sidecar)
-                log.info("generate: %s -> %s (MV-Align %.3f)", info.path, paths["video"], sidecar["mv_align"] or 0)
-    bar.close()
-    return results
+                jobs.append(_Job(info, v, duration, int(math.ceil(duration * rate)), paths))
+    return jobs, kept
+
+
+def _batches(jobs: list[_Job], batch_size: int) -> list[tuple[int, list[_Job]]]:
+    """``(steps, batch)`` pairs: the jobs grouped by length (sequences in one batch must have the
+    same number of code steps), each group cut into batches of at most ``batch_size``; groups
+    in order of their first job, jobs in their planned order."""
+    by_length: dict[int, list[_Job]] = {}
+    for job in jobs:
+        by_length.setdefault(job.steps, []).append(job)
+    return [(steps, group[i : i + batch_size])
+            for steps, group in by_length.items() for i in range(0, len(group), batch_size)]
+
+
+def _music_for_batch(package: ModelPackage, batch: list[_Job], steps: int, settings: GenerationSettings,
+                     bar: tqdm, on_error: _OnError) -> np.ndarray | None:
+    """Decoded music ``audio [B, C, samples]`` for the ``B = len(batch)`` jobs, ``steps`` code steps
+    each: read every video's model frames, sample codes ``[B, K, steps]`` (job ``b`` seeded
+    ``settings.seed + variant``), decode them with the codec. None when the frames cannot be
+    read: that failure is reported (:func:`_report`) for every job of the batch."""
+    cfg = package.config
+    try:
+        frames = {job.info.path: ModelFrames(job.info, cfg.video.frames, cfg.video.fps, cfg.video.size)
+                  for job in batch}
+    except Exception as exc:  # noqa: BLE001
+        _report(on_error, [job.info.path for job in batch], exc)
+        return None
+    seeds = [settings.seed + job.variant for job in batch]
+    codes = sample_music(package, [frames[job.info.path] for job in batch], steps, settings, seeds,
+                         progress=lambda n, b=len(batch): bar.update(n * b))
+    with torch.no_grad():
+        return package.codec.decode(codes).float().cpu().numpy()  # [B, C, samples]
+
+
+def _finish_output(package: ModelPackage, job: _Job, music: np.ndarray, settings: GenerationSettings,
+                   model_name: str | None, on_error: _OnError) -> dict | None:
+    """Write one output from its decoded ``music [C, samples]`` and return its sidecar: trim to the
+    video's length, bring to ``settings.loudness_lufs``, write the WAV, mux into the video, write
+    the JSON sidecar. When writing the WAV or muxing fails, every file of this output is removed
+    (nothing may stay behind for a failed input) and the failure goes to :func:`_report`: None."""
+    sr = package.codec.sample_rate
+    music = music[:, : int(round(job.duration_s * sr))]
+    measured = None
+    if settings.loudness_lufs is not None:
+        music, measured = loudness_normalize(music, sr, settings.loudness_lufs)
+    paths = dict(job.paths)
+    try:
+        write_wav(paths["wav"], music.T, sr)
+        paths["video"] = _mux(job.info.path, music, sr, paths["video"], settings)
+    except Exception as exc:  # noqa: BLE001 - nothing of this output may stay behind
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+        _report(on_error, [job.info.path], exc)
+        return None
+    sidecar = _sidecar(package, job, music, measured, paths, settings, model_name)
+    atomic_write_json(paths["json"], sidecar)
+    log.info("generate: %s -> %s (MV-Align %.3f)", job.info.path, paths["video"], sidecar["mv_align"] or 0)
+    return sidecar
+
+
+def _sidecar(package: ModelPackage, job: _Job, music: np.ndarray, measured: float | None, paths: dict[str, Path],
+             settings: GenerationSettings, model_name: str | None) -> dict:
+    """The JSON record of one output (``music [C, samples]`` as written): what it was made from
+    (input and its stamp, model, seed, settings) so :func:`_up_to_date` can keep it on a rerun,
+    and what came out (windows, loudness before the gain, MV-Align, the input video's format)."""
+    cfg, info, sr = package.config, job.info, package.codec.sample_rate
+    rate = cfg.codec.frame_rate
+    return {"input": str(info.path), "input_stamp": _stamp(info.path), "video": str(paths["video"]),
+            "wav": str(paths["wav"]),
+            "model": model_name or str(package.path), "model_sha256": package.sha256,
+            "seed": settings.seed + job.variant, "variant": job.variant + 1, "duration_s": job.duration_s,
+            "sample_rate": sr, "settings": {**asdict(settings), "sampling": asdict(settings.sampling)},
+            "windows": len(plan_windows(job.steps, int(round(cfg.clip.seconds * rate)),
+                                        int(round(settings.overlap_s * rate)))),
+            "loudness_before_lufs": measured, "loudness_lufs": settings.loudness_lufs,
+            "mv_align": _mv_align(info, music.mean(0), sr),
+            "input_video": {"fps": info.fps, "width": info.width, "height": info.height,
+                            "variable_frame_rate": info.variable_frame_rate,
+                            "had_audio": info.has_audio}}
 
 
 def _stamp(path: Path) -> list[int]:
@@ -265,8 +337,6 @@ def _mux(source: Path, music: np.ndarray, sample_rate: int, target: Path, settin
 
 def _mv_align(info: VideoInfo, music: np.ndarray, sample_rate: int) -> float | None:
     """MV-Align of the result: the music's onsets against the video's motion peaks (evaluate's definition)."""
-    from vmas.evaluation.evaluate import clip_motion
-    from vmas.evaluation.metrics import audio_peaks, mv_align, video_peaks
 
     try:
         motion, fps = clip_motion(str(info.path), 0.0, info.duration_s, 160)

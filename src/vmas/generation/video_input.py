@@ -14,7 +14,9 @@ import av
 import numpy as np
 import torch
 
-from vmas.curation.stage import StageError
+from vmas.data.tokens import normalize_frames
+from vmas.errors import StageError
+from vmas.media.video import open_scaled, square_crop_resize
 
 
 class VideoInputError(StageError):
@@ -73,7 +75,6 @@ class ModelFrames:
     """
 
     def __init__(self, info: VideoInfo, frames: int, fps: float, size: int):
-        from vmas.media.video import open_scaled
 
         self.frames, self.fps, self.size = frames, fps, size
         scale = size / min(info.width, info.height)
@@ -87,8 +88,6 @@ class ModelFrames:
         self.starts = self.reader.get_frame_timestamp(range(len(self.reader)))[:, 0]  # [N] seconds
 
     def window(self, start_s: float) -> torch.Tensor:
-        from vmas.curation.clip import square_crop_resize
-        from vmas.data.tokens import normalize_frames
 
         times = start_s + np.arange(self.frames) / self.fps
         index = np.clip(np.searchsorted(self.starts, times + 1e-6, side="right") - 1, 0, len(self.starts) - 1)

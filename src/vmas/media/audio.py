@@ -36,3 +36,8 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mono: bool = Tr
         chunks.extend(out.to_ndarray() for out in resampler.resample(None))
     audio = np.concatenate(chunks, axis=1) if chunks else np.zeros((1, 0), np.float32)
     return (audio.mean(0) if mono else audio), rate
+
+
+def residual_vocal_db(residual_energy, mixture_energy) -> float:
+    """Residual vocal energy relative to the mixture's, in dB, over the same seconds."""
+    return float(10 * np.log10(max(float(np.sum(residual_energy)), 1e-12) / max(float(np.sum(mixture_energy)), 1e-12)))

@@ -15,6 +15,7 @@ import av
 import numpy as np
 
 from vmas.io import atomic_path
+from vmas.media.audio import read_audio
 
 OriginalAudio = Literal["drop", "keep", "duck"]
 AAC_FRAME = 1024
@@ -42,8 +43,6 @@ def mux_music(video_path: str | Path, music: np.ndarray, sample_rate: int, out_p
 
     The music should already be as long as the video; it starts at the video's first frame.
     """
-    from vmas.media.audio import read_audio
-
     music = np.atleast_2d(np.asarray(music, np.float32))
     if original != "drop":
         with av.open(str(video_path)) as probe:

@@ -1,4 +1,4 @@
-"""Writing H.264 + AAC mp4 files with PyAV."""
+"""Video files: writing H.264 + AAC mp4 with PyAV, decoding to a size with decord, and frame crops."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterable
 
 import av
+import cv2
 import numpy as np
 
 from vmas.io import atomic_path
@@ -115,3 +116,25 @@ def open_scaled(path: str | Path, width: int, height: int, num_threads: int = 1)
         except decord.DECORDError as exc:
             last = exc
     raise ValueError(f"{path}: cannot decode at {width}x{height} ({last})")
+
+
+def square_crop_resize(frame: np.ndarray, size: int) -> np.ndarray:
+    """Centre square crop of ``[H, W, 3]`` then resize to ``[size, size, 3]``."""
+    h, w = frame.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = frame[top : top + side, left : left + side]
+    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def export_span(source_path: str, start_s: float, end_s: float, path: str | Path) -> Path:
+    """``[start_s, end_s)`` of a video as a silent mp4 at the source's frame rate (for listening tests)."""
+    import decord
+
+    reader = decord.VideoReader(source_path, num_threads=1)
+    fps = float(reader.get_avg_fps())
+    first, last = int(round(start_s * fps)), min(int(round(end_s * fps)), len(reader))
+    frames = reader.get_batch(list(range(first, last))).asnumpy()
+    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+    write_mp4(path, frames[:, :h, :w], fps)
+    return Path(path)

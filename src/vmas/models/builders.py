@@ -1,4 +1,4 @@
-"""Config -> network: the video encoder, the music decoder and the VMAs model around them."""
+"""Config -> objects: the video encoder, the music decoder, the VMAs model around them, and its sampling settings."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import logging
 
 import torch
 
-from vmas.config import Config
+from vmas.config import Config, GenerateConfig
 from vmas.models.music_decoder import MusicDecoderSpec, build_music_decoder, load_musicgen_lm
+from vmas.models.sample import SamplingSettings
 from vmas.models.video_encoder import VideoEncoder, VideoEncoderSpec, load_hiera_weights
 from vmas.models.vmas import VMAs
 
@@ -51,3 +52,9 @@ def build_vmas(cfg: Config, codebooks: torch.Tensor, load_pretrained: bool = Tru
     tokens_per_feature = spec.frames_per_feature * cfg.codec.frame_rate / cfg.video.fps
     return VMAs(encoder, decoder, codebooks, contrastive_dim=cfg.model.contrastive_dim,
                 cfg_dropout=cfg.model.music_decoder.cfg_dropout, tokens_per_feature=tokens_per_feature)
+
+
+def sampling_settings(g: GenerateConfig) -> SamplingSettings:
+    """The ``generate`` section's sampling knobs (guidance, temperature, top-k, top-p): what evaluate and
+    generate both sample with."""
+    return SamplingSettings(guidance=g.guidance, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)

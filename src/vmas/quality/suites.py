@@ -9,14 +9,20 @@ reason and are counted by the stage summary instead.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from vmas.config import Config
+from vmas.curation import STAGES
+from vmas.curation.batches import BatchView, batch_video_ids
+from vmas.layout import manifest_dir, metrics_path
+from vmas.manifest import Manifest
 
 # stage -> (expectations for cfg, derived columns for (frame, cfg))
 Builder = Callable[[Config], list]
@@ -244,20 +250,10 @@ def check_stage(stage: str, cfg: Config, batch: str | None = None) -> SuiteOutco
 
     ``batch`` validates only the rows of one ingest batch (a Dagster partition).
     """
-    import json
-    from pathlib import Path
-
-    import pyarrow as pa
-
-    from vmas.curation import STAGES
-    from vmas.curation.ingest import batch_video_ids
-    from vmas.curation.runner import BatchView, manifest_dir
-    from vmas.manifest import Manifest
-
     if stage not in SUITES:
         raise ValueError(f"no suite for {stage!r}; suites: {', '.join(SUITES)}")
     if stage == "evaluate":
-        path = Path(cfg.paths.artifacts_dir) / "evaluate" / "metrics.json"
+        path = metrics_path(cfg)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no metrics (run `vmas evaluate`)")
         return validate(stage, evaluate_frame(json.loads(path.read_text())), cfg)

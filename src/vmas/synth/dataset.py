@@ -27,6 +27,7 @@ from tqdm import tqdm
 from vmas.config import SynthConfig
 from vmas.io import atomic_write_json
 from vmas.media import write_mp4, write_wav
+from vmas.media.stems import INSTRUMENTAL_SUFFIX, VOCALS_SUFFIX
 from vmas.synth.music import compose, render_music
 from vmas.synth.plan import STYLES, ItemPlan, plan_item
 from vmas.synth.video import render_frames, slide_times
@@ -47,7 +48,7 @@ class ItemFiles:
 
     @classmethod
     def of(cls, out_dir: Path, item_id: str) -> "ItemFiles":
-        return cls(*(out_dir / f"{item_id}{ext}" for ext in (".mp4", ".instrumental.wav", ".vocals.wav", ".truth.json")))
+        return cls(*(out_dir / f"{item_id}{ext}" for ext in (".mp4", INSTRUMENTAL_SUFFIX, VOCALS_SUFFIX, ".truth.json")))
 
 
 def is_complete(plan: ItemPlan, files: ItemFiles) -> bool:

@@ -2,8 +2,8 @@
 
 ``register`` packages a trained model (``model.pt``, its codec, its training config, the evaluation
 and its report) as the artifacts ``model/`` of the evaluation's MLflow run, and makes it a version
-of ``registry.name`` with the alias ``challenger``. :func:`decide` compares it with the current
-``champion`` on ``registry.primary_metrics`` (each to maximise or minimise) and moves the alias
+of ``register.name`` with the alias ``challenger``. :func:`decide` compares it with the current
+``champion`` on ``register.primary_metrics`` (each to maximise or minimise) and moves the alias
 when the policy says so; the decision and its reason are tags on the version either way. The
 champion's past holders are kept in the registered model's ``champion_history`` tag, which is
 what ``rollback`` walks back along. Registering the same model file twice is a no-op.
@@ -18,9 +18,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmas.config import Config, RegistryConfig
-from vmas.curation.stage import StageError
+from vmas.config import Config, RegisterConfig
+from vmas.errors import StageError
+from vmas.devices import resolve_dtype
 from vmas.io import atomic_write_json
+from vmas.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE, model_path, registration_path
+from vmas.models.package import ModelPackage, load_model_package, trained_config
 from vmas.tracking.runs import experiment_id, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,7 @@ class Decision:
 
 
 def decide(challenger: dict[str, float | None], champion: dict[str, float | None] | None,
-           policy: RegistryConfig) -> Decision:
+           policy: RegisterConfig) -> Decision:
     """Whether ``challenger``'s metrics beat ``champion``'s under ``policy`` (pure; no MLflow).
 
     A metric improves when it is better by more than ``min_improvement`` x ``|champion value|``
@@ -107,7 +110,7 @@ def champion(cfg: Config) -> dict | None:
     """The champion's ``{"version", "metrics", "run_id", "source", ...}``, or None when there is none."""
     from mlflow.exceptions import MlflowException
 
-    c, name = client(cfg), cfg.registry.name
+    c, name = client(cfg), cfg.register.name
     if not _exists(c, name):
         return None
     try:
@@ -118,8 +121,8 @@ def champion(cfg: Config) -> dict | None:
 
 
 def versions(cfg: Config) -> list[dict]:
-    """Every version of ``registry.name``, newest first, with aliases, metrics and promotion notes."""
-    c, name = client(cfg), cfg.registry.name
+    """Every version of ``register.name``, newest first, with aliases, metrics and promotion notes."""
+    c, name = client(cfg), cfg.register.name
     if not _exists(c, name):
         return []
     aliases = _aliases(c, name)
@@ -129,11 +132,9 @@ def versions(cfg: Config) -> list[dict]:
 
 def _package(evaluation: dict, folder: Path) -> None:
     """``model.pt``, its codec, its training config and the evaluation, in ``folder`` (see PACKAGE_FILE)."""
-    import torch
-
     model = Path(evaluation["model"])
     codec = Path(evaluation["codec"])
-    shutil.copy2(model, folder / "model.pt")
+    shutil.copy2(model, folder / MODEL_FILE)
     if codec.is_dir():
         shutil.copytree(codec, folder / "codec")
         codec_rel = "codec"
@@ -141,15 +142,9 @@ def _package(evaluation: dict, folder: Path) -> None:
         (folder / "codec").mkdir()
         shutil.copy2(codec, folder / "codec" / codec.name)
         codec_rel = f"codec/{codec.name}"
-    package = torch.load(model, map_location="cpu", weights_only=False, mmap=True)
-    (folder / "config.yaml").write_text(Config.model_validate(package["config"]).to_yaml())
-    (folder / PACKAGE_FILE).write_text(json.dumps({"model": "model.pt", "codec": codec_rel, "config": "config.yaml",
+    (folder / "config.yaml").write_text(trained_config(model).to_yaml())
+    (folder / PACKAGE_FILE).write_text(json.dumps({"model": MODEL_FILE, "codec": codec_rel, "config": "config.yaml",
                                                    "model_sha256": evaluation["model_sha256"]}, indent=2))
-
-
-def registration_path(cfg: Config) -> Path:
-    """Where :func:`register` records its outcome (the ``register`` stage's output for DVC)."""
-    return Path(cfg.paths.artifacts_dir) / "register" / "registration.json"
 
 
 def register(cfg: Config, evaluation: dict, evaluation_dir: str | Path) -> dict:
@@ -158,16 +153,16 @@ def register(cfg: Config, evaluation: dict, evaluation_dir: str | Path) -> dict:
     ``evaluation`` is ``evaluation.json``'s content; its ``run_id`` (the evaluation's MLflow run)
     receives the package, so the version's run holds the metrics and the report. Returns
     ``{"version", "promoted", "reason", "champion", "new", "model_sha256"}``, also written to
-    :func:`registration_path`.
+    :func:`vmas.layout.registration_path`.
     """
     result = _register(cfg, evaluation, Path(evaluation_dir))
-    atomic_write_json(registration_path(cfg), {**result, "name": cfg.registry.name,
+    atomic_write_json(registration_path(cfg), {**result, "name": cfg.register.name,
                                                "model_sha256": evaluation["model_sha256"]})
     return result
 
 
 def _register(cfg: Config, evaluation: dict, evaluation_dir: Path) -> dict:
-    c, name, sha = client(cfg), cfg.registry.name, evaluation["model_sha256"]
+    c, name, sha = client(cfg), cfg.register.name, evaluation["model_sha256"]
     if not _exists(c, name):
         c.create_registered_model(name, description="VMAs video-to-music models (vmas register)")
     for v in c.search_model_versions(f"name = '{name}' and tag.model_sha256 = '{sha}'"):
@@ -181,7 +176,7 @@ def _register(cfg: Config, evaluation: dict, evaluation_dir: Path) -> dict:
         folder = Path(tmp) / "model"
         folder.mkdir()
         _package(evaluation, folder)
-        for f in ("evaluation.json", "metrics.json", "report.html"):
+        for f in (EVALUATION_FILE, METRICS_FILE, REPORT_FILE):
             if (evaluation_dir / f).is_file():
                 shutil.copy2(evaluation_dir / f, folder / f)
         c.log_artifacts(run_id, str(folder), "model")
@@ -196,7 +191,7 @@ def _register(cfg: Config, evaluation: dict, evaluation_dir: Path) -> dict:
     number = int(version.version)
     c.set_registered_model_alias(name, CHALLENGER, number)
     current = champion(cfg)
-    decision = decide(evaluation["metrics"], current["metrics"] if current else None, cfg.registry)
+    decision = decide(evaluation["metrics"], current["metrics"] if current else None, cfg.register)
     if decision.promote:
         _set_champion(c, name, number, current)
     c.set_model_version_tag(name, number, "promotion", f"{'promoted' if decision.promote else 'not promoted'}: "
@@ -225,7 +220,7 @@ def _set_champion(c, name: str, number: int, current: dict | None) -> None:
 
 def promote(cfg: Config, version: int, reason: str = "promoted by hand") -> dict:
     """Make ``version`` the champion regardless of the policy (the reason is recorded)."""
-    c, name = client(cfg), cfg.registry.name
+    c, name = client(cfg), cfg.register.name
     known = {v["version"] for v in versions(cfg)}
     if version not in known:
         raise RegistryError(f"{name} has no version {version} (versions: {sorted(known) or 'none'})")
@@ -236,7 +231,7 @@ def promote(cfg: Config, version: int, reason: str = "promoted by hand") -> dict
 
 def rollback(cfg: Config) -> dict:
     """Give ``champion`` back to the version that held it before the current one."""
-    c, name = client(cfg), cfg.registry.name
+    c, name = client(cfg), cfg.register.name
     history = _history(c, name) if _exists(c, name) else []
     current = champion(cfg)
     if not history or current is None:
@@ -252,9 +247,35 @@ def download(cfg: Config, uri: str | None = None, dst: str | Path | None = None)
     """Fetch a registered model (``models:/<name>@champion`` by default) -> ``(model.pt, codec path)``."""
     import mlflow
 
-    uri = uri or f"models:/{cfg.registry.name}@{CHAMPION}"
+    uri = uri or f"models:/{cfg.register.name}@{CHAMPION}"
     mlflow.set_tracking_uri(tracking_uri(cfg))
     mlflow.set_registry_uri(tracking_uri(cfg))
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst) if dst else None))
     info = json.loads((local / PACKAGE_FILE).read_text())
     return local / info["model"], local / info["codec"]
+
+
+REMOTE_MODEL = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+def load_model(cfg: Config, model: str | None, device: str) -> tuple[ModelPackage, str]:
+    """The model ``vmas generate`` uses. ``model``: a model.pt, a registered package folder, or an MLflow URI; None: the registry's champion
+    (or, before anything is registered, the last trained model.pt). Returns the package and its name."""
+    codec = None
+    if model is None and champion(cfg) is None:
+        if not model_path(cfg).is_file():
+            raise StageError(f"no model: the registry has no {cfg.register.name}@champion and {model_path(cfg)} "
+                             "does not exist; train one (`make demo`) or pass --model")
+        log.warning("no champion in the registry yet: using %s (run `vmas evaluate` and `vmas register`)",
+                    model_path(cfg))
+        model = str(model_path(cfg))
+    model = model or f"models:/{cfg.register.name}@{CHAMPION}"
+    if model.startswith(REMOTE_MODEL):
+        model_file, codec = download(cfg, model)
+    elif Path(model).is_dir() and (Path(model) / PACKAGE_FILE).is_file():
+        info = json.loads((Path(model) / PACKAGE_FILE).read_text())
+        model_file, codec = Path(model) / info["model"], Path(model) / info["codec"]
+    else:
+        model_file = Path(model)
+    dtype = resolve_dtype(cfg.generate.precision, device)
+    return load_model_package(model_file, codec, device=device, dtype=dtype), model

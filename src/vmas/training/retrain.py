@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vmas.config import Config
+from vmas.manifest import content_key
 
 
 @dataclass(frozen=True)
@@ -17,9 +18,8 @@ class RetrainDecision:
 
 
 def retraining_decision(cfg: Config) -> RetrainDecision:
-    from vmas.manifest import content_key
+    from vmas.data.tokens import usable_clips  # torch and MLflow: loaded when a decision is asked for, not on import
     from vmas.tracking.registry import champion
-    from vmas.training.train import usable_clips
 
     rows = [(c["id"], c["key"]) for c in usable_clips(cfg)]
     clips, key = len(rows), content_key("tokenize", rows)[:16]

@@ -13,63 +13,37 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, DeviceStatsMonitor, EMAWeightAveraging, ModelCheckpoint
 
+from vmas.codec import load_codec
+from vmas.codec.loading import resolve_codec_path
 from vmas.config import Config
-from vmas.curation.stage import StageError
-from vmas.data.tokens import DataSettings, TokenDataModule
-from vmas.io import atomic_path, atomic_write_json
+from vmas.data.tokens import DataSettings, TokenDataModule, usable_clips
+from vmas.devices import resolve_precision
+from vmas.errors import StageError
+from vmas.io import atomic_write_json, file_sha256
+from vmas.layout import checkpoint_dir, manifest_dir, model_path, output_dir
+from vmas.manifest import content_key
 from vmas.models.builders import build_vmas
+from vmas.models.package import save_model
 from vmas.run_logging import dvc_data_version, flatten, log_artifacts, set_tags
 from vmas.training.module import LossSettings, OptimSettings, VMAsTraining
+from vmas.training.reports import CURVE_FILE, History, plot_curves, write_curve
 
 log = logging.getLogger(__name__)
 
 NAME = "train"
 
 
-def output_dir(cfg: Config) -> Path:
-    return Path(cfg.paths.artifacts_dir) / NAME
-
-
-def model_path(cfg: Config, out: Path | None = None) -> Path:
-    """The final weights in ``out`` (default ``<artifacts>/train``)."""
-    return (Path(out) if out is not None else output_dir(cfg)) / "model.pt"
-
-
-def resolve_precision(setting: str) -> str:
-    """``auto``: bf16 mixed precision on a GPU that has it, else full fp32."""
-    if setting != "auto":
-        return setting if setting != "32" else "32-true"
-    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
-
-
-class History(Callback):
-    """Keeps every logged train/val scalar with its step, for the report and the training-curve plot."""
-
-    def __init__(self):
-        self.rows: list[dict] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if (batch_idx + 1) % trainer.accumulate_grad_batches == 0:
-            row = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
-            self.rows.append({"step": int(trainer.global_step), **row})
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        row = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        if row and not trainer.sanity_checking:
-            self.rows.append({"step": int(trainer.global_step), **row})
-
-
 def _codec_path(cfg: Config) -> Path:
     """The codec the tokens were made with (its codebooks feed the contrastive loss)."""
-    from vmas.codec.train_codec import resolve_codec_path
-
     path = resolve_codec_path(cfg)
     if path is None:
         raise StageError("train: no codec (codec.pretrained is null and no demo codec was trained); run `vmas curate`")
@@ -82,28 +56,15 @@ RUNTIME_KEYS = {"val_every_n_steps", "checkpoint_every_n_steps", "num_workers", 
 KEEP_RUNS = 2  # checkpoint folders kept: this run's and the one before
 
 
-def usable_clips(cfg: Config) -> list[dict]:
-    """``{"id", "key", "codec_sha256"}`` of every usable clip in the tokenize manifest, by id: what a
-    model trains on (one pass over the manifest)."""
-    from vmas.curation.runner import manifest_dir
-    from vmas.manifest import Manifest
-
-    rows = Manifest(manifest_dir(cfg, "tokenize")).iter_rows(["id", "key", "codec_sha256", "error"])
-    return sorted(({k: r[k] for k in ("id", "key", "codec_sha256")} for r in rows if r["error"] is None),
-                  key=lambda r: r["id"])
-
-
 def training_data(cfg: Config, codec_sha: str, clips: list[dict] | None = None) -> dict:
     """What a model is trained on: ``{"clips", "fingerprint"}``; the fingerprint covers every usable
-    clip's id and key (``clips``, default :func:`usable_clips`), the codec and the settings that
+    clip's id and key (``clips``, default :func:`vmas.data.tokens.usable_clips`), the codec and the settings that
     change the result (not the runtime ones).
 
     Checkpoints live in a folder named by the fingerprint, so new curated data (the retraining
     schedule) or a changed ``train.lr`` starts afresh instead of resuming, or being skipped as done,
     on another run's checkpoints; and every rank of a distributed run picks the same folder.
     """
-    from vmas.manifest import content_key
-
     clips = usable_clips(cfg) if clips is None else clips
     keys = [(c["id"], c["key"]) for c in clips]
     settings = {"train": cfg.train.model_dump(mode="json", exclude=RUNTIME_KEYS), "model": cfg.model.model_dump(mode="json"),
@@ -111,21 +72,40 @@ def training_data(cfg: Config, codec_sha: str, clips: list[dict] | None = None) 
     return {"clips": len(keys), "fingerprint": content_key(NAME, keys, settings, codec_sha)}
 
 
-def checkpoint_dir(cfg: Config, fingerprint: str, out: Path | None = None) -> Path:
-    """``<out>/checkpoints/<fingerprint>/`` (``out`` default ``<artifacts>/train``): the checkpoints of one
-    data set and settings."""
-    return (Path(out) if out is not None else output_dir(cfg)) / "checkpoints" / fingerprint
-
-
 def _prune_checkpoint_dirs(current: Path) -> None:
     """Keep the newest ``KEEP_RUNS`` checkpoint folders (``current`` among them); older runs go."""
-    import shutil
-
     others = sorted((d for d in current.parent.iterdir() if d.is_dir() and d != current),
                     key=lambda d: d.stat().st_mtime, reverse=True)
     for old in others[KEEP_RUNS - 1:]:
         log.info("train: removing the checkpoints of an older run, %s", old)
         shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Where a run stands before it starts: its codec, its data, its checkpoint folder and what is done."""
+
+    codec_path: Path
+    codec_sha: str
+    trained_on: dict  # {"clips", "fingerprint"}: see training_data
+    checkpoints: Path  # <out>/checkpoints/<fingerprint>/
+    resume_from: str | None  # last.ckpt of this data and settings, when resuming
+    done_steps: int  # the step resume_from is at (0 without)
+
+
+def plan_run(cfg: Config, out: Path, resume: bool) -> RunPlan:
+    """The codec the tokens were made with, the data's fingerprint, and the checkpoint to resume from."""
+    codec_path = _codec_path(cfg)
+    codec_sha = file_sha256(codec_path)
+    clips = usable_clips(cfg)
+    if {c["codec_sha256"] for c in clips} - {codec_sha}:
+        raise StageError(f"train: some tokens were made with another codec than {codec_path}; run `vmas tokenize`")
+    trained_on = training_data(cfg, codec_sha, clips)
+    checkpoints = checkpoint_dir(cfg, trained_on["fingerprint"], out)
+    last = checkpoints / "last.ckpt"
+    resume_from = str(last) if resume and last.is_file() else None
+    return RunPlan(codec_path, codec_sha, trained_on, checkpoints, resume_from,
+                   _checkpoint_step(last) if resume_from else 0)
 
 
 def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, max_steps: int | None = None,
@@ -136,49 +116,63 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
     resumed run continues exactly). ``callbacks`` are added to Lightning's (e.g. an orchestrator's).
     ``out`` replaces ``<artifacts>/train`` (the ablation keeps one folder per variant and seed).
     """
-    from vmas.codec import load_codec
-    from vmas.curation.runner import manifest_dir
-    from vmas.curation.tokenize import file_sha256
-
     t = cfg.train
     steps = min(max_steps or t.max_steps, t.max_steps)
-    out = Path(out) if out is not None else output_dir(cfg)
+    out = Path(out) if out is not None else output_dir(cfg, NAME)
     out.mkdir(parents=True, exist_ok=True)
-    final = model_path(cfg, out)
-    codec_path = _codec_path(cfg)
-    codec_sha = file_sha256(codec_path)
-    clips = usable_clips(cfg)
-    if {c["codec_sha256"] for c in clips} - {codec_sha}:
-        raise StageError(f"train: some tokens were made with another codec than {codec_path}; run `vmas tokenize`")
-    trained_on = training_data(cfg, codec_sha, clips)
-    checkpoints_dir = checkpoint_dir(cfg, trained_on["fingerprint"], out)
-    last = checkpoints_dir / "last.ckpt"
-    ckpt = str(last) if resume and last.is_file() else None
-    done = _checkpoint_step(last) if ckpt else 0
+    plan = plan_run(cfg, out, resume)
     previous = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
-    if done >= steps and final.is_file() and previous.get("trained_on") == trained_on:
-        log.info("train: %s is already at step %d of %d on the same data and settings; nothing to do", last, done, steps)
+    if plan.done_steps >= steps and model_path(cfg, out).is_file() and previous.get("trained_on") == plan.trained_on:
+        log.info("train: %s is already at step %d of %d on the same data and settings; nothing to do",
+                 plan.resume_from, plan.done_steps, steps)
         return previous
     L.seed_everything(t.seed, workers=True, verbose=False)
-    codec = load_codec(codec_path)
-
-    model = build_vmas(cfg, codec.codebook_embeddings())
-    module = VMAsTraining(model, LossSettings(t.beat_weighting, t.contrastive_weight, cfg.model.temperature),
+    module = VMAsTraining(build_vmas(cfg, load_codec(plan.codec_path).codebook_embeddings()),
+                          LossSettings(t.beat_weighting, t.contrastive_weight, cfg.model.temperature),
                           OptimSettings(t.lr, t.weight_decay, t.warmup_steps, t.max_steps), seed=t.seed)
     data = TokenDataModule(DataSettings(manifest_dir(cfg, "tokenize"), cfg.video.frames, cfg.video.size,
                                         t.batch_size, steps, t.accumulate_grad_batches, t.val_share,
                                         t.num_workers, t.seed, t.split_seed))
     data.setup()
     history = History()
-    checkpoints = ModelCheckpoint(dirpath=checkpoints_dir, filename="step-{step}", every_n_train_steps=
-                                  t.checkpoint_every_n_steps, save_top_k=-1, save_last=True, auto_insert_metric_name=False)
-    callbacks = [checkpoints, history, *(callbacks or [])]
+    trainer = _trainer(cfg, steps, plan, out, [history, *(callbacks or [])], logger, progress, bool(data.val_rows))
+    if logger is not None:
+        logger.log_hyperparams(flatten(cfg.model_dump(mode="json")))
+        set_tags(logger, {"dvc.data_md5": dvc_data_version(), "codec_sha256": plan.codec_sha, "stage": NAME,
+                          "resumed_from": plan.resume_from})
+    log.info("train: %d clips (%d held out), %d steps on %s%s", len(data.train_rows), len(data.val_rows), steps,
+             trainer.accelerator.__class__.__name__, f", resuming from {plan.resume_from}" if plan.resume_from else "")
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=plan.resume_from)
+    seconds = time.perf_counter() - started
+
+    report = {"stage": NAME, "steps": int(trainer.global_step), "trained_on": plan.trained_on,
+              "train_clips": len(data.train_rows), "val_clips": len(data.val_rows),
+              "clips": len(data.train_rows) + len(data.val_rows), "seconds": round(seconds, 1),
+              "parameters": sum(p.numel() for p in module.model.parameters()), "codec": str(plan.codec_path),
+              "codec_sha256": plan.codec_sha, "resumed_from": plan.resume_from, "ema_decay": t.ema_decay,
+              "final": {k: float(v) for k, v in trainer.callback_metrics.items()},
+              "run_id": logger.run_id if logger is not None else None, "history": history.rows}
+    if trainer.is_global_zero:
+        _write_outputs(cfg, module, plan, report, out, logger)
+    return report
+
+
+def _trainer(cfg: Config, steps: int, plan: RunPlan, out: Path, callbacks: list[Callback], logger, progress: bool,
+             validate: bool) -> L.Trainer:
+    """Lightning's Trainer for this run: checkpoints every ``train.checkpoint_every_n_steps`` into the
+    run's folder, EMA when ``train.ema_decay`` > 0, device stats when tracked, validation on held-out
+    videos every ``train.val_every_n_steps``."""
+    t = cfg.train
+    callbacks = [ModelCheckpoint(dirpath=plan.checkpoints, filename="step-{step}", every_n_train_steps=
+                                 t.checkpoint_every_n_steps, save_top_k=-1, save_last=True,
+                                 auto_insert_metric_name=False), *callbacks]
     if t.ema_decay > 0:
         callbacks.append(EMAWeightAveraging(decay=t.ema_decay))
     if logger is not None:
         callbacks.append(DeviceStatsMonitor(cpu_stats=True))
-    batches = max(steps - done, 1) * t.accumulate_grad_batches  # what the resumed loader still yields
-    trainer = L.Trainer(
+    batches = max(steps - plan.done_steps, 1) * t.accumulate_grad_batches  # what the resumed loader still yields
+    return L.Trainer(
         max_steps=steps, accelerator=t.accelerator, devices=_devices(t.devices), num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=resolve_precision(t.precision), gradient_clip_val=t.gradient_clip or None,
@@ -186,33 +180,19 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
         callbacks=callbacks, enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         val_check_interval=min(t.val_every_n_steps * t.accumulate_grad_batches, batches),
         check_val_every_n_epoch=None, log_every_n_steps=min(10, steps), default_root_dir=str(out),
-        use_distributed_sampler=False, limit_val_batches=1.0 if data.val_rows else 0)
-    if logger is not None:
-        logger.log_hyperparams(flatten(cfg.model_dump(mode="json")))
-        set_tags(logger, {"dvc.data_md5": dvc_data_version(), "codec_sha256": codec_sha, "stage": NAME,
-                          "resumed_from": ckpt})
-    log.info("train: %d clips (%d held out), %d steps on %s%s", len(data.train_rows), len(data.val_rows), steps,
-             trainer.accelerator.__class__.__name__, f", resuming from {ckpt}" if ckpt else "")
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt)
-    seconds = time.perf_counter() - started
+        use_distributed_sampler=False, limit_val_batches=1.0 if validate else 0)
 
-    report = {"stage": NAME, "steps": int(trainer.global_step), "trained_on": trained_on,
-              "train_clips": len(data.train_rows),
-              "val_clips": len(data.val_rows), "clips": len(data.train_rows) + len(data.val_rows), "seconds": round(seconds, 1),
-              "parameters": sum(p.numel() for p in model.parameters()), "codec": str(codec_path),
-              "codec_sha256": codec_sha, "resumed_from": ckpt, "ema_decay": t.ema_decay,
-              "final": {k: float(v) for k, v in trainer.callback_metrics.items()},
-              "run_id": logger.run_id if logger is not None else None, "history": history.rows}
-    if trainer.is_global_zero:
-        save_model(module.model, cfg, codec_path, codec_sha, final, trained_on)
-        plots = _plot(history.rows, out)
-        _write_curve(history.rows, out / CURVE_FILE, resumed_at=done if ckpt else None)
-        atomic_write_json(out / "report.json", report)
-        _prune_checkpoint_dirs(checkpoints_dir)
-        log_artifacts(logger, [out / "report.json", *plots], NAME)
-        log.info("train: %d steps in %.0f s; final weights %s", report["steps"], seconds, final)
-    return report
+
+def _write_outputs(cfg: Config, module: VMAsTraining, plan: RunPlan, report: dict, out: Path, logger) -> None:
+    """On rank 0: the model file, the curves (CSV and plots), ``report.json``, and older runs' checkpoints pruned."""
+    final = model_path(cfg, out)
+    save_model(module.model, cfg, plan.codec_path, plan.codec_sha, final, plan.trained_on)
+    plots = plot_curves(report["history"], out)
+    write_curve(report["history"], out / CURVE_FILE, resumed_at=plan.done_steps if plan.resume_from else None)
+    atomic_write_json(out / "report.json", report)
+    _prune_checkpoint_dirs(plan.checkpoints)
+    log_artifacts(logger, [out / "report.json", *plots], NAME)
+    log.info("train: %d steps in %.0f s; final weights %s", report["steps"], report["seconds"], final)
 
 
 def _checkpoint_step(path: Path) -> int:
@@ -223,63 +203,3 @@ def _devices(setting: str):
     if setting == "auto":
         return "auto"
     return int(setting) if setting.isdigit() else setting
-
-
-def save_model(model: torch.nn.Module, cfg: Config, codec_path: Path, codec_sha: str, path: Path,
-               trained_on: dict | None = None) -> None:
-    """The final weights with what is needed to use them: ``{"state_dict", "config", "codec", "codec_sha256",
-    "trained_on"}`` (``trained_on``: the clip count and data fingerprint, see :func:`training_data`).
-
-    Saved through a buffer: ``torch.save`` to a file names the archive after the (temporary) file,
-    so the same weights would hash differently on every save; the registry and ``vmas evaluate``
-    name a model by its file hash.
-    """
-    import io
-
-    package = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "config": cfg.model_dump(mode="json"), "codec": str(codec_path), "codec_sha256": codec_sha,
-               "trained_on": trained_on}
-    buffer = io.BytesIO()
-    torch.save(package, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
-
-
-CURVE_FILE = "training_curve.csv"  # one row per logged step: what `dvc plots show` draws
-CURVE_COLUMNS = ("step", "train/loss", "train/ce", "train/contrastive", "val/ce", "val/contrastive")
-
-
-def _write_curve(rows: list[dict], path: Path, resumed_at: int | None) -> None:
-    """The losses by step as CSV; a resumed run keeps the earlier steps of the file it continues."""
-    import csv
-    import io
-
-    by_step: dict[int, dict] = {}
-    if resumed_at is not None and path.is_file():
-        for row in csv.DictReader(path.open()):
-            if int(row["step"]) <= resumed_at:
-                by_step[int(row["step"])] = {k: v for k, v in row.items() if v != ""}
-    for row in rows:
-        by_step.setdefault(row["step"], {}).update(row)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=[c.replace("/", "_") for c in CURVE_COLUMNS], extrasaction="ignore")
-    writer.writeheader()
-    for step in sorted(by_step):
-        writer.writerow({k.replace("/", "_"): v for k, v in by_step[step].items()})
-    with atomic_path(path) as tmp:
-        tmp.write_text(text.getvalue())
-
-
-def _plot(rows: list[dict], out: Path) -> list[Path]:
-    from vmas.plots import training_curves
-
-    train_rows = [r for r in rows if "train/loss" in r]
-    if not train_rows:
-        return []
-    keys = [k for k in ("train/loss", "train/ce", "train/contrastive") if k in train_rows[0]]
-    paths = [training_curves(train_rows, keys, out / "training_curves.png", title="VMAs training")]
-    val_rows = [r for r in rows if "val/ce" in r]
-    if val_rows:
-        paths.append(training_curves(val_rows, ["val/ce", "val/contrastive"], out / "validation_curves.png",
-                                     title="held-out videos", smooth=1))
-    return paths

@@ -11,11 +11,13 @@ import soundfile as sf
 import torch
 
 from vmas.codec import load_codec
-from vmas.codec.train_codec import CodecGateError, split_clips, train_codec, trained_codec_path
+from vmas.codec.train_codec import CodecGateError, split_clips, train_codec
 from vmas.config import load_config
 from vmas.curation import STAGES
-from vmas.curation.runner import manifest_dir, run_stage
-from vmas.curation.stage import StageError
+from vmas.curation.runner import run_stage
+from vmas.errors import StageError
+from vmas.layout import manifest_dir
+from vmas.layout import trained_codec_path
 from vmas.manifest import Manifest
 
 SR = 32000

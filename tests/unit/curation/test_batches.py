@@ -4,8 +4,10 @@ and a stage run restricted to one batch that leaves the others alone."""
 import numpy as np
 import pytest
 
-from vmas.curation.ingest import batch_name, batch_video_ids, batches, ingest, unregistered_files
-from vmas.curation.runner import manifest_dir, run_stage
+from vmas.curation.batches import batch_name, batch_video_ids, batches, unregistered_files
+from vmas.curation.ingest import ingest
+from vmas.curation.runner import run_stage
+from vmas.layout import manifest_dir
 from vmas.manifest import Manifest
 from vmas.media import write_mp4
 

@@ -34,7 +34,7 @@ def test_raft_flow_loads_a_local_state_dict(tmp_path):
     import torch
     from torchvision.models.optical_flow import raft_small
 
-    from vmas.curation.beats import raft_motion
+    from vmas.media.motion import raft_motion
 
     torch.manual_seed(0)
     torch.save(raft_small().state_dict(), tmp_path / "raft_small.pt")

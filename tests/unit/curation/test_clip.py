@@ -1,6 +1,7 @@
 import numpy as np
 
-from vmas.curation.clip import clip_starts, square_crop_resize
+from vmas.curation.clip import clip_starts
+from vmas.media.video import square_crop_resize
 
 
 def test_clip_starts():

@@ -4,7 +4,7 @@ import torch
 import yaml
 
 from vmas.curation.remove_vocals import demucs_separate, repet_sim, resolve_method, sdr_db
-from vmas.curation.stage import StageError
+from vmas.errors import StageError
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 

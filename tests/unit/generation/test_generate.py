@@ -12,14 +12,14 @@ import torch
 
 from vmas.codec import build_encodec, encodec_xp_config, load_codec, save_codec
 from vmas.config import load_config
-from vmas.curation.tokenize import file_sha256
 from vmas.generation.generate import GenerationSettings, generate, loudness_normalize, output_names, plan_windows
-from vmas.generation.package import load_model_package
-from vmas.generation.sample import SamplingSettings
 from vmas.generation.video_input import VideoInputError
+from vmas.io import file_sha256
 from vmas.media import write_mp4
 from vmas.models.builders import build_vmas
-from vmas.training.train import save_model
+from vmas.models.package import load_model_package
+from vmas.models.package import save_model
+from vmas.models.sample import SamplingSettings
 
 FAST = GenerationSettings(sampling=SamplingSettings(guidance=2.0, top_k=50))
 
@@ -199,7 +199,7 @@ def test_inputs_with_the_same_name_get_distinct_outputs(package, tmp_path):
 
 
 def test_motion_is_streamed_in_chunks_with_the_same_result(tmp_path):
-    from vmas.evaluation.evaluate import clip_motion
+    from vmas.media.motion import clip_motion
 
     video = _video(tmp_path / "moving.mp4", 3.0, size=(96, 64))
     whole, fps = clip_motion(str(video), 0.0, 3.0, 64, chunk=1000)

@@ -6,7 +6,7 @@ import pytest
 from orchestration.automation import new_videos
 from orchestration.resources import VmasConfig
 from vmas.curation.ingest import ingest
-from vmas.curation.runner import manifest_dir
+from vmas.layout import manifest_dir
 
 
 @pytest.fixture

@@ -74,7 +74,7 @@ def test_remove_vocals_allows_a_share_of_loud_residuals(cfg):
 
 def _probe_manifest(cfg, rows: list[dict]) -> None:
     from vmas.curation import STAGES
-    from vmas.curation.runner import manifest_dir
+    from vmas.layout import manifest_dir
     from vmas.manifest import Manifest
 
     full = [{"input_id": r["id"], "key": "k", "error": None, "duration_s": 8.0, "fps": 25.0, "rotation": 0, **r}

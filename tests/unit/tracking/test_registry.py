@@ -6,14 +6,15 @@ import pytest
 import torch
 
 from vmas.codec import build_encodec, encodec_xp_config, save_codec
-from vmas.config import RegistryConfig, load_config
-from vmas.curation.tokenize import file_sha256
-from vmas.generation.package import load_model_package
+from vmas.config import RegisterConfig, load_config
+from vmas.io import file_sha256
+from vmas.layout import registration_path
 from vmas.models.builders import build_vmas
+from vmas.models.package import load_model_package
 from vmas.tracking import registry
 from vmas.tracking.registry import Decision, RegistryError, decide
 
-POLICY = RegistryConfig(primary_metrics={"mv_align": "max", "fad": "min"}, require="all")
+POLICY = RegisterConfig(primary_metrics={"mv_align": "max", "fad": "min"}, require="all")
 
 
 def test_decide_without_a_champion_promotes():
@@ -53,7 +54,7 @@ def store(tmp_path, repo):
 def _evaluation(cfg, codec_file, folder, seed: int, mv_align: float, fad: float) -> dict:
     """A trained-model file (random weights, real format) and the evaluation.json `vmas evaluate` would write."""
     from vmas.codec import load_codec
-    from vmas.training.train import save_model
+    from vmas.models.package import save_model
 
     folder.mkdir(parents=True)
     torch.manual_seed(seed)
@@ -117,7 +118,7 @@ def _tokenize_manifest(cfg, clips: int) -> None:
     """A tokenize manifest (its real schema) with ``clips`` usable rows and one failed row; only the
     columns the decision reads are filled."""
     from vmas.curation import STAGES
-    from vmas.curation.runner import manifest_dir
+    from vmas.layout import manifest_dir
     from vmas.manifest import Manifest
 
     rows = [{"id": f"v/{i:04d}", "input_id": f"v/{i:04d}", "key": "k", "error": None, "codec_sha256": "c"}
@@ -139,7 +140,7 @@ def test_retraining_is_due_when_enough_clips_arrived_since_the_champion(store, t
                   "trained_on": {"clips": 3, "fingerprint": "f1"}}
     registry.register(cfg, evaluation, tmp_path / "e1")
     assert registry.champion(cfg)["train_clips"] == 3
-    assert json.loads(registry.registration_path(cfg).read_text())["version"] == 1
+    assert json.loads(registration_path(cfg).read_text())["version"] == 1
     _tokenize_manifest(cfg, 6)  # 3 more: not enough
     waiting = retraining_decision(cfg)
     assert not waiting.due and waiting.reason == ("3 new clips since champion version 1 was trained on 3; "

@@ -8,13 +8,14 @@ from lightning.pytorch.callbacks import Callback
 from vmas.codec import build_encodec, encodec_xp_config, save_codec
 from vmas.config import load_config
 from vmas.curation import STAGES
-from vmas.curation.runner import manifest_dir
-from vmas.curation.tokenize import file_sha256
+from vmas.io import file_sha256
+from vmas.layout import checkpoint_dir, model_path
+from vmas.layout import manifest_dir
 from vmas.manifest import Manifest
 from vmas.media import write_mp4
 from vmas.models.builders import build_vmas
 from vmas.training.module import LossSettings, VMAsTraining, warmup_cosine
-from vmas.training.train import checkpoint_dir, model_path, train
+from vmas.training.train import train
 
 CARD = 32
 TINY = ["codec.cardinality=32", "model.music_decoder.dim=32", "model.music_decoder.num_layers=2",
@@ -159,7 +160,9 @@ def test_extra_callbacks_are_called(token_set):
 def test_new_data_or_settings_start_afresh_and_the_same_ones_are_done(token_set):
     import csv
 
-    from vmas.training.train import CURVE_FILE, output_dir, training_data
+    from vmas.layout import output_dir
+    from vmas.training.reports import CURVE_FILE
+    from vmas.training.train import training_data
 
     cfg = _with(token_set, max_steps=4, checkpoint_every_n_steps=2)
     first = train(cfg, progress=False)
@@ -173,19 +176,20 @@ def test_new_data_or_settings_start_afresh_and_the_same_ones_are_done(token_set)
     sha = first["codec_sha256"]
     runtime = _with(changed, val_every_n_steps=1, checkpoint_every_n_steps=1, num_workers=1)
     assert training_data(runtime, sha) == training_data(changed, sha) == second["trained_on"]
-    with open(output_dir(cfg) / CURVE_FILE) as f:
+    with open(output_dir(cfg, "train") / CURVE_FILE) as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
 
 
 def test_a_resumed_run_keeps_the_curve_of_the_steps_before(token_set):
     import csv
 
-    from vmas.training.train import CURVE_FILE, output_dir
+    from vmas.layout import output_dir
+    from vmas.training.reports import CURVE_FILE
 
     cfg = _with(token_set, max_steps=4, checkpoint_every_n_steps=2)
     train(cfg, progress=False, max_steps=2)
     train(cfg, progress=False)
-    with open(output_dir(cfg) / CURVE_FILE) as f:
+    with open(output_dir(cfg, "train") / CURVE_FILE) as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4] and all(r["train_loss"] for r in rows)
 
@@ -200,7 +204,7 @@ def test_torchrun_with_ddp_trains_as_the_cluster_job_does(token_set, tmp_path):
     import sys
     from pathlib import Path
 
-    from vmas.training.train import output_dir
+    from vmas.layout import output_dir
 
     config = tmp_path / "params.yaml"
     config.write_text(_with(token_set, max_steps=4, checkpoint_every_n_steps=2).to_yaml())
@@ -210,5 +214,5 @@ def test_torchrun_with_ddp_trains_as_the_cluster_job_does(token_set, tmp_path):
                              "--set=train.num_nodes=1"], capture_output=True, text=True, timeout=600,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((output_dir(token_set) / "report.json").read_text())
+    report = json.loads((output_dir(token_set, "train") / "report.json").read_text())
     assert report["steps"] == 4 and model_path(token_set).is_file()

@@ -14,7 +14,7 @@ weights (it holds no parameters of its own) with
   per-kernel launch cost that dominates small batches on a GPU.
 
 It reproduces the streamed logits of ``LMModel`` (tested to float tolerance), and it is what
-:func:`vmas.generation.sample.generate_codes` uses unless asked for audiocraft's path.
+:func:`vmas.models.sample.generate_codes` uses unless asked for audiocraft's path.
 """
 
 from __future__ import annotations

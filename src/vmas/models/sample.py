@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from vmas.models.fast_decoder import FastDecoder
 from vmas.models.vmas import VMAs
 
 
@@ -65,7 +66,7 @@ def generate_codes(model: VMAs, frames: torch.Tensor, steps: int, settings: Samp
     [B, K, P]`` (``P < steps``) are codes the music must start with (the previous window's end,
     when a long video is generated window by window); they are returned as given. ``generator``: one
     for the batch, or a list with one per sequence. ``decoder``: ``fast``
-    (:class:`~vmas.generation.fast_decoder.FastDecoder`: cross-attention once, a preallocated
+    (:class:`~vmas.models.fast_decoder.FastDecoder`: cross-attention once, a preallocated
     cache), ``static`` (the same with fixed shapes per step, replayed as a CUDA graph on CUDA
     devices), or ``audiocraft`` (``LMModel``'s own streaming, the reference).
     """
@@ -94,8 +95,6 @@ def generate_codes(model: VMAs, frames: torch.Tensor, steps: int, settings: Samp
     start = pattern.get_first_step_with_timesteps(given)
     total = sequence.shape[-1]
     if decoder in ("fast", "static"):
-        from vmas.generation.fast_decoder import FastDecoder
-
         fast = FastDecoder(lm, static=decoder == "static", cuda_graph=decoder == "static" and device.type == "cuda")
         fast.start(cond, total)
         forward, context = fast.step, contextlib.nullcontext()

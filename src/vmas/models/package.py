@@ -1,14 +1,16 @@
-"""A trained model as one loadable thing: weights, the config they were trained with, and their codec.
+"""The model file format, in one place: a trained model as one loadable thing.
 
-``vmas train`` writes ``model.pt`` = ``{"state_dict", "config", "codec", "codec_sha256"}``; the
-registry packages the same file with the codec beside it. :func:`load_model_package` rebuilds the
-network from the stored config (never from the current one, which may have changed since) and
-checks that the codec is the one the model was trained on.
+``model.pt`` = ``{"state_dict", "config", "codec", "codec_sha256", "trained_on"}``: the weights (EMA
+when training kept an average), the config they were trained with, and the codec they belong to.
+``vmas train`` writes it with :func:`save_model`; the registry packages the same file with the codec
+beside it; evaluate and generate read it with :func:`load_model_package`, which rebuilds the network
+from the stored config (never from the current one, which may have changed since) and checks that
+the codec is the one the model was trained on.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +19,9 @@ import torch
 
 from vmas.codec import Codec, load_codec
 from vmas.config import Config
-from vmas.curation.stage import StageError
-from vmas.curation.tokenize import file_sha256
+from vmas.errors import StageError
+from vmas.io import atomic_path, file_sha256
+from vmas.layout import MODEL_FILE
 from vmas.models.builders import build_vmas
 from vmas.models.vmas import VMAs
 
@@ -40,11 +43,28 @@ class ModelPackage:
     trained_on: dict | None = None  # {"clips", "fingerprint"} of its training data (None: an older file)
 
 
-def resolve_dtype(precision: str, device: str) -> torch.dtype:
-    """``auto`` -> bfloat16 on a CUDA device that supports it, else float32."""
-    if precision == "bf16" or (precision == "auto" and device.startswith("cuda") and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float32
+def save_model(model: torch.nn.Module, cfg: Config, codec_path: Path, codec_sha: str, path: Path,
+               trained_on: dict | None = None) -> None:
+    """The final weights with what is needed to use them: ``{"state_dict", "config", "codec", "codec_sha256",
+    "trained_on"}`` (``trained_on``: the clip count and data fingerprint, see :func:`vmas.training.train.training_data`).
+
+    Saved through a buffer: ``torch.save`` to a file names the archive after the (temporary) file,
+    so the same weights would hash differently on every save; the registry and ``vmas evaluate``
+    name a model by its file hash.
+    """
+    package = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               "config": cfg.model_dump(mode="json"), "codec": str(codec_path), "codec_sha256": codec_sha,
+               "trained_on": trained_on}
+    buffer = io.BytesIO()
+    torch.save(package, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def trained_config(path: str | Path) -> Config:
+    """The config a model file was trained with, read without loading its weights."""
+    package = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return Config.model_validate(package["config"])
 
 
 def load_model_package(path: str | Path, codec_path: str | Path | None = None, device: str = "cpu",
@@ -55,7 +75,7 @@ def load_model_package(path: str | Path, codec_path: str | Path | None = None, d
     """
     path = Path(path)
     if path.is_dir():
-        path = path / "model.pt"
+        path = path / MODEL_FILE
     if not path.is_file():
         raise ModelPackageError(f"{path}: no model file (run `vmas train`, or give a registered model)")
     try:
@@ -78,32 +98,3 @@ def load_model_package(path: str | Path, codec_path: str | Path | None = None, d
     model = model.to(device=device, dtype=dtype).eval()
     log.info("loaded %s (%d parameters, codec %s)", path, sum(p.numel() for p in model.parameters()), codec_file)
     return ModelPackage(model, codec, cfg, path, file_sha256(path), codec_file, package.get("trained_on"))
-
-
-REMOTE_MODEL = ("models:/", "runs:/", "mlflow-artifacts:/")
-
-
-def load_model(cfg: Config, model: str | None, device: str) -> tuple[ModelPackage, str]:
-    """``model``: a model.pt, a registered package folder, or an MLflow URI; None: the registry's champion
-    (or, before anything is registered, the last trained model.pt). Returns the package and its name."""
-    from vmas.tracking import registry
-    from vmas.training.train import model_path
-
-    codec = None
-    if model is None and registry.champion(cfg) is None:
-        if not model_path(cfg).is_file():
-            raise StageError(f"no model: the registry has no {cfg.registry.name}@champion and {model_path(cfg)} "
-                             "does not exist; train one (`make demo`) or pass --model")
-        log.warning("no champion in the registry yet: using %s (run `vmas evaluate` and `vmas register`)",
-                    model_path(cfg))
-        model = str(model_path(cfg))
-    model = model or f"models:/{cfg.registry.name}@{registry.CHAMPION}"
-    if model.startswith(REMOTE_MODEL):
-        model_file, codec = registry.download(cfg, model)
-    elif Path(model).is_dir() and (Path(model) / registry.PACKAGE_FILE).is_file():
-        info = json.loads((Path(model) / registry.PACKAGE_FILE).read_text())
-        model_file, codec = Path(model) / info["model"], Path(model) / info["codec"]
-    else:
-        model_file = Path(model)
-    dtype = resolve_dtype(cfg.generate.precision, device)
-    return load_model_package(model_file, codec, device=device, dtype=dtype), model

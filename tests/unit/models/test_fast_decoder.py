@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from vmas.generation.fast_decoder import FastDecoder
-from vmas.generation.sample import SamplingSettings, generate_codes
 from vmas.models.builders import build_vmas
+from vmas.models.fast_decoder import FastDecoder
+from vmas.models.sample import SamplingSettings, generate_codes
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from vmas.generation.sample import SamplingSettings, generate_codes, sample_logits
 from vmas.models.builders import build_vmas
+from vmas.models.sample import SamplingSettings, generate_codes, sample_logits
 
 
 @pytest.fixture(scope="module")

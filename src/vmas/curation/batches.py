@@ -1,0 +1,75 @@
+"""Ingest batches: new files in the data folder arrive as a named batch, and each batch's videos can be read back.
+
+A Dagster partition is one batch: the ``new_videos`` sensor lists files ingest has not registered
+(:func:`unregistered_files`) and names them (:func:`batch_name`); a stage run on one partition reads
+only that batch's rows (:class:`BatchView`). Shared by ingest, the runner, the GX suites and the sensor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+from vmas.manifest import ID, Manifest, content_key
+
+if TYPE_CHECKING:
+    from vmas.config import Config
+
+
+def scan_folder(root: Path, extensions: Iterable[str]) -> Iterator[Path]:
+    """Video files under ``root``, recursively, in a stable order."""
+    wanted = {f".{e.lower().lstrip('.')}" for e in extensions}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix.lower() in wanted and not path.name.startswith("."):
+            yield path
+
+
+def video_id(row: dict) -> str:
+    """The ingested video a row comes from (clip-level rows carry it; video-level rows are it)."""
+    return row.get("video_id") or row[ID]
+
+
+def unregistered_files(cfg: Config, manifest_root: Path) -> list[Path]:
+    """Video files under ``paths.data_dir`` that ingest has not registered under their current path,
+    size and time (what a sensor polls: no file is read, only listed). Files with the same bytes as a
+    known video under another name stay listed: ingest counts them as duplicates."""
+    known = {(row["path"], row["size_bytes"], row["mtime_ns"])
+             for row in Manifest(manifest_root).iter_rows(["path", "size_bytes", "mtime_ns"])}
+    found = []
+    for path in scan_folder(Path(cfg.paths.data_dir), cfg.ingest.extensions):
+        path = path.resolve()
+        stat = path.stat()
+        if (str(path), stat.st_size, stat.st_mtime_ns) not in known:
+            found.append(path)
+    return found
+
+
+def batch_name(files: Iterable[Path]) -> str:
+    """A batch named after the files it starts with, so that polling the same new files twice names
+    the same batch (and registers nothing twice)."""
+    return f"batch-{content_key(sorted(str(f) for f in files))[:12]}"
+
+
+def batch_video_ids(manifest_root: Path, batch: str) -> set[str]:
+    """Ids of the videos ingest registered in ``batch`` (a Dagster partition is one batch)."""
+    return {row[ID] for row in Manifest(manifest_root).iter_rows([ID, "batch"]) if row["batch"] == batch}
+
+
+def batches(manifest_root: Path) -> list[str]:
+    """Every batch name in the ingest manifest, sorted."""
+    return sorted({row["batch"] for row in Manifest(manifest_root).iter_rows(["batch"])})
+
+
+class BatchView:
+    """The rows of a manifest that come from some videos (one ingest batch), read like a Manifest."""
+
+    def __init__(self, manifest: Manifest, videos: set[str]):
+        self.manifest, self.videos = manifest, videos
+
+    def iter_rows(self, columns: list[str] | None = None) -> Iterator[dict]:
+        names = self.manifest.schema.names
+        wanted = None if columns is None else list(dict.fromkeys([*columns, ID, *(["video_id"] if "video_id" in names
+                                                                                    else [])]))
+        for row in self.manifest.iter_rows(wanted):
+            if video_id(row) in self.videos:
+                yield row if columns is None else {c: row[c] for c in columns}
