@@ -19,10 +19,10 @@ import pytest
 from vmas.codec import load_codec
 from vmas.codec.loading import resolve_codec_path
 from vmas.codec.train_codec import evaluate_codec
-from vmas.layout import output_dir
 from vmas.config import BUNDLED_CODECS
 from vmas.curation.runner import run_stage
 from vmas.io import file_sha256
+from vmas.layout import output_dir
 from vmas.layout import manifest_dir
 from vmas.manifest import Manifest
 from vmas.tracking.runs import tracking_uri

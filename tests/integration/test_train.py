@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from vmas.layout import checkpoint_dir, model_path
-from vmas.tracking.runs import tracking_uri
 from vmas.layout import output_dir
+from vmas.tracking.runs import tracking_uri
 
 pytestmark = pytest.mark.slow
 

@@ -20,9 +20,9 @@ import pyarrow as pa
 from scipy.signal import find_peaks
 
 from vmas.errors import RowError, StageError
-from vmas.stage import Stage
 from vmas.manifest import schema_with
 from vmas.media.motion import farneback_motion, raft_motion
+from vmas.stage import Stage
 
 SCHEMA = schema_with(
     pa.field("video_id", pa.string()),

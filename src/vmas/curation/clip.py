@@ -19,11 +19,11 @@ import pyarrow as pa
 import soundfile as sf
 
 from vmas.errors import RowError
-from vmas.stage import Stage
 from vmas.manifest import schema_with
 from vmas.media import write_mp4, write_wav
 from vmas.media.audio import residual_vocal_db
 from vmas.media.video import square_crop_resize
+from vmas.stage import Stage
 
 SCHEMA = schema_with(
     pa.field("video_id", pa.string()),

@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 
 from vmas.errors import RowError, StageError
-from vmas.stage import Stage
 from vmas.manifest import Manifest, schema_with
 from vmas.media.stems import REFERENCE_COLUMNS
+from vmas.stage import Stage
 
 SCHEMA = schema_with(
     pa.field("path", pa.string()),

@@ -29,8 +29,8 @@ from vmas.curation.batches import scan_folder
 from vmas.io import atomic_path, file_sha256
 from vmas.layout import manifest_dir, output_dir
 from vmas.manifest import ID, Manifest, content_key, schema_with
-from vmas.stage import Stage
 from vmas.media.stems import REFERENCE_COLUMNS, REFERENCE_INSTRUMENTAL, REFERENCE_VOCALS, reference_stems
+from vmas.stage import Stage
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import av
 import pyarrow as pa
 
 from vmas.errors import RowError
-from vmas.stage import Stage
 from vmas.manifest import schema_with
 from vmas.media.stems import REFERENCE_COLUMNS
+from vmas.stage import Stage
 
 SCHEMA = schema_with(
     pa.field("path", pa.string()),

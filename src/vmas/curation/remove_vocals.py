@@ -32,11 +32,11 @@ import pyarrow as pa
 import yaml
 
 from vmas.errors import StageError
-from vmas.stage import Stage
 from vmas.manifest import Manifest, schema_with
 from vmas.media import read_audio, write_wav
 from vmas.media.audio import residual_vocal_db
 from vmas.media.stems import REFERENCE_INSTRUMENTAL, REFERENCE_VOCALS
+from vmas.stage import Stage
 
 SCHEMA = schema_with(
     pa.field("path", pa.string()),

@@ -26,10 +26,10 @@ from vmas.config import Config
 from vmas.curation import STAGES
 from vmas.curation.batches import BatchView, batch_video_ids, video_id
 from vmas.errors import StageError, describe_error
-from vmas.stage import Stage
 from vmas.io import atomic_write_json
 from vmas.layout import manifest_dir, output_dir, summary_path
 from vmas.manifest import ERROR, ID, INPUT_ID, KEY, Manifest, content_key
+from vmas.stage import Stage
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmas.config import Config, RegisterConfig
-from vmas.errors import StageError
 from vmas.devices import resolve_dtype
+from vmas.errors import StageError
 from vmas.io import atomic_write_json
 from vmas.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE, model_path, registration_path
 from vmas.models.package import ModelPackage, load_model_package, trained_config
