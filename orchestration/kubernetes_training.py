@@ -269,7 +269,7 @@ class KubernetesTrainingLauncher(TrainingLauncher):
     def job(self, tags: dict[str, str]) -> TrainingJob:
         """The job for one Dagster run: this launcher's spec, named after the run and tagged with it."""
         return TrainingJob(name=f"vmas-train-{tags.get('dagster_run_id', 'manual')[:8]}", tags=dict(tags),
-                           **{name: getattr(self.spec, name) for name in TrainingJobSpec.model_fields})
+                           **self.spec.model_dump())
 
     def clients(self) -> tuple[Any, Any]:
         from kubernetes import client, config

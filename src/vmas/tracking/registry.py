@@ -17,14 +17,16 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vmas.config import Config, RegisterConfig
-from vmas.devices import resolve_dtype
 from vmas.errors import StageError
 from vmas.io import atomic_write_json
 from vmas.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, REPORT_FILE, model_path, registration_path
-from vmas.models.package import ModelPackage, load_model_package, trained_config
 from vmas.tracking.runs import experiment_id, tracking_uri
+
+if TYPE_CHECKING:
+    from vmas.models.package import ModelPackage
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,8 @@ def versions(cfg: Config) -> list[dict]:
 
 def _package(evaluation: dict, folder: Path) -> None:
     """``model.pt``, its codec, its training config and the evaluation, in ``folder`` (see PACKAGE_FILE)."""
+    from vmas.models.package import trained_config  # torch: loaded when a model is packaged, not on import
+
     model = Path(evaluation["model"])
     codec = Path(evaluation["codec"])
     shutil.copy2(model, folder / MODEL_FILE)
@@ -258,7 +262,7 @@ def download(cfg: Config, uri: str | None = None, dst: str | Path | None = None)
 REMOTE_MODEL = ("models:/", "runs:/", "mlflow-artifacts:/")
 
 
-def load_model(cfg: Config, model: str | None, device: str) -> tuple[ModelPackage, str]:
+def load_model(cfg: Config, model: str | None, device: str) -> tuple["ModelPackage", str]:
     """The model ``vmas generate`` uses. ``model``: a model.pt, a registered package folder, or an MLflow URI; None: the registry's champion
     (or, before anything is registered, the last trained model.pt). Returns the package and its name."""
     codec = None
@@ -277,5 +281,8 @@ def load_model(cfg: Config, model: str | None, device: str) -> tuple[ModelPackag
         model_file, codec = Path(model) / info["model"], Path(model) / info["codec"]
     else:
         model_file = Path(model)
+    from vmas.devices import resolve_dtype  # torch: `vmas registry show` and the schedule need none
+    from vmas.models.package import load_model_package
+
     dtype = resolve_dtype(cfg.generate.precision, device)
     return load_model_package(model_file, codec, device=device, dtype=dtype), model
