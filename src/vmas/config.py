@@ -126,13 +126,58 @@ class ClipConfig(_Section):
 
 
 class IngestConfig(_Section):
-    """Where raw videos come from, besides the folders and manifests named on the command line."""
+    """Where raw videos come from, besides the folders and manifests named on the command line.
+
+    Metadata tables (DISCO-10M, LAION-DISCO-12M, path lists) are streamed: every ``batch_rows`` rows
+    of a source become one ingest batch (a Dagster partition), named after the source and the
+    rows' position, so ingesting the same table again adds nothing. Rows whose source duration is
+    outside ``[min_duration_s, max_duration_s]`` are dropped before anything is downloaded.
+    """
 
     extensions: Annotated[list[str], Field(min_length=1)] = ["mp4", "mkv", "webm", "mov"]
-    media_root: Path | None = Field(default=None, description="folder holding DISCO-10M media as <youtube id>.<ext>")
-    downloader: str | None = Field(
-        default=None, description="optional command for missing DISCO media, e.g. 'yt-dlp -f mp4 -o {out} {url}'"
-    )
+    media_root: Path | None = Field(default=None, description="folder holding already fetched media as "
+                                                              "<youtube id>.<ext> (download takes it from there)")
+    batch_rows: Annotated[int, Field(ge=1)] = 10_000
+    min_duration_s: Annotated[float, Field(ge=0)] = 10.0
+    max_duration_s: PositiveFloat = 600.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_downloader(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "downloader" in data:
+            data = dict(data)
+            value = data.pop("downloader")
+            if value is not None:
+                raise ValueError("ingest.downloader has moved: downloads are the `download` stage; set "
+                                 "download.command instead")
+        return data
+
+    @model_validator(mode="after")
+    def _durations_ordered(self) -> "IngestConfig":
+        if self.min_duration_s > self.max_duration_s:
+            raise ValueError(f"min_duration_s ({self.min_duration_s}) must not exceed max_duration_s "
+                             f"({self.max_duration_s})")
+        return self
+
+
+YT_DLP = ("yt-dlp --quiet --no-warnings --no-progress --no-playlist --retries 0 --socket-timeout 30 "
+          "--max-filesize {max_bytes} -f 'b[height<=720]/b' -o {out} {url}")
+
+
+class DownloadConfig(_Section):
+    """The ``download`` stage: fetch each ingested URL once, politely, resumably.
+
+    ``command`` is a template (``{url}``, ``{out}``, ``{max_bytes}``, ``{timeout_s}``) run per URL;
+    the default is yt-dlp. ``null`` uses the built-in HTTP(S)/fsspec downloader (direct media URLs).
+    """
+
+    command: str | None = YT_DLP
+    workers: Annotated[int, Field(ge=1, le=256)] = 8  # downloads at once (threads)
+    per_host_per_s: PositiveFloat = 2.0  # at most this many downloads start per second per host
+    retries: Annotated[int, Field(ge=0, le=20)] = 3  # more tries after a transient failure ...
+    backoff_s: Annotated[float, Field(ge=0)] = 2.0  # ... waiting this, doubled each time (with jitter)
+    timeout_s: PositiveFloat = 600.0  # per file, all of it
+    max_bytes: PositiveInt = 512 * 1024 * 1024  # per file
 
 
 class FilterStaticConfig(_Section):
@@ -375,6 +420,7 @@ class Config(_Section):
     video: VideoConfig
     clip: ClipConfig
     ingest: IngestConfig = IngestConfig()
+    download: DownloadConfig = DownloadConfig()
     filter_static: FilterStaticConfig = FilterStaticConfig()
     remove_vocals: RemoveVocalsConfig = RemoveVocalsConfig()
     beats: BeatsConfig = BeatsConfig()
