@@ -66,6 +66,15 @@ class Stage:
     start_method: str = "fork"
     # Dataset-level numbers for the stage's summary JSON (e.g. mean similarity), from its manifest.
     summarize: Callable[[Any, dict], dict] | None = None
+    # Work that waits on the network rather than the CPU (download): run ``process`` in this many
+    # threads of one process (``None``: ``workers`` processes, as the caller asks).
+    threads: Callable[[Config], int] | None = None
+    # Error reasons (the ``RowError`` tag) that are worth another try on the next run (a server's
+    # 503, a timeout); rows failed for any other reason stay failed until asked (``retry_failed``).
+    retry_errors: tuple[str, ...] = ()
+    # Settings a row's result does not depend on (how many at once, timeouts): left out of its key,
+    # so changing them redoes nothing.
+    unkeyed: tuple[str, ...] = ()
 
     def __post_init__(self):
         if (self.process is None) == (self.run is None):

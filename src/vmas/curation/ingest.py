@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from vmas.config import Config
 from vmas.curation.batches import scan_folder
+from vmas.curation.sources import youtube_id
 from vmas.io import atomic_path, file_sha256
 from vmas.layout import manifest_dir, output_dir
 from vmas.manifest import ID, Manifest, content_key, schema_with
@@ -51,7 +52,6 @@ PATH_COLUMNS = ("path", "uri", "video", "video_path", "file")
 STEM_COLUMNS = {REFERENCE_INSTRUMENTAL: (REFERENCE_INSTRUMENTAL, "instrumental_path"),
                 REFERENCE_VOCALS: (REFERENCE_VOCALS, "vocals_path")}
 FLUSH_EVERY = 256  # new rows per manifest part
-_YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{6,}$")
 
 
 def read_path_manifest(uri: str, cache_dir: Path) -> Iterator[tuple[Path, dict]]:
@@ -99,15 +99,6 @@ def _localize(uri: str, cache_dir: Path) -> Path:
             while block := src.read(1 << 20):
                 dst.write(block)
     return target
-
-
-def youtube_id(url: str) -> str | None:
-    parsed = urlparse(url)
-    if parsed.hostname and parsed.hostname.endswith("youtu.be"):
-        candidate = parsed.path.lstrip("/")
-    else:
-        candidate = (parse_qs(parsed.query).get("v") or [parsed.path.rstrip("/").rsplit("/", 1)[-1]])[0]
-    return candidate if candidate and _YOUTUBE_ID.match(candidate) else None
 
 
 def read_disco_metadata(uri: str, media_root: Path | None, extensions: Iterable[str],

@@ -14,7 +14,7 @@ import logging
 import multiprocessing
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -80,11 +80,12 @@ def _batched(items: Iterator, size: int) -> Iterator[list]:
 
 
 def run_stage(name: str, cfg: Config, workers: int = 1, chunk_size: int = 16, progress: bool = True,
-              limit: int | None = None, batch: str | None = None) -> StageReport:
+              limit: int | None = None, batch: str | None = None, retry_failed: bool = False) -> StageReport:
     """Run stage ``name`` over its upstream manifest; returns what it did (also written as JSON).
 
     ``batch`` restricts the run to the videos of one ingest batch (a Dagster partition); the
-    report then counts that batch's rows, and the stage summary JSON is left as it was.
+    report then counts that batch's rows, and the stage summary JSON is left as it was. Rows that
+    failed are done unless their reason is one of the stage's ``retry_errors`` or ``retry_failed``.
     """
     with Manifest(manifest_dir(cfg, name)).lock():
         return _run_stage(name, cfg, workers, chunk_size, progress, limit, batch)

@@ -4,7 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from vmas.curation.ingest import ingest, youtube_id
+from vmas.curation.ingest import ingest
+from vmas.curation.sources import youtube_id
 from vmas.manifest import Manifest
 
 
