@@ -9,6 +9,15 @@ PyTorchJob whose spec comes from ``VMAS_K8S_<FIELD>``, one variable per field of
 ``orchestration.kubernetes_training.TrainingJobSpec``: ``VMAS_K8S_IMAGE`` (required),
 ``VMAS_K8S_NAMESPACE``, ``VMAS_K8S_NODES``, ``VMAS_K8S_GPUS_PER_NODE``, ``VMAS_K8S_NODE_SELECTOR``
 (JSON) and the others; unset or empty keeps the field's default).
+
+``VMAS_EXECUTOR``: unset (default: Dagster's, each step a process of the run) or ``k8s`` (each step
+a Kubernetes Job, at most ``VMAS_K8S_MAX_CONCURRENT_STEPS`` per run, default 4), its pod sized and
+placed by the asset's ``dagster-k8s/config`` tag, from ``VMAS_K8S_CURATION_<FIELD>``, one variable
+per field of ``orchestration.kubernetes_curation.CurationPods`` (``..._GPU_STAGES``, ``..._CPU``,
+``..._MEMORY``, ``..._NODE_SELECTOR`` (JSON), ``..._GPU_NODE_SELECTOR`` and the others).
+
+The ``curate`` job is the batch-scoped curation assets over the ``ingest_batches`` partitions: a
+backfill of it (``dagster job backfill -j curate --all``, or the UI) is one run per ingest batch.
 """
 
 import json
@@ -16,18 +25,31 @@ import os
 
 import dagster as dg
 
-from orchestration.assets.curation import curation_assets
+from orchestration.assets.curation import GROUP as CURATION, curation_assets, ingest_batches
 from orchestration.assets.model import model_assets
 from orchestration.automation import new_videos, retrain_schedule
+from orchestration.kubernetes_curation import executor_from_env
 from orchestration.kubernetes_training import KubernetesTrainingLauncher, TrainingJobSpec
 from orchestration.resources import LocalTrainingLauncher, MlflowTracking, TrainingLauncher, VmasConfig
+from vmas.curation import STAGES
+
+curate = dg.define_asset_job(
+    "curate", selection=dg.AssetSelection.assets(*[n for n, s in STAGES.items() if s.scope == "batch"]),
+    partitions_def=ingest_batches,
+    description=f"The {CURATION} assets that run per ingest batch (a partition), with their checks; a backfill "
+                "runs each batch in its own run. Dataset-scoped stages (train_codec) are not in it: tokenize "
+                "needs the codec they train, or codec.pretrained.")
 
 
 def build_definitions(vmas: VmasConfig, mlflow_ui: str = "http://127.0.0.1:5000",
-                      launcher: TrainingLauncher | None = None) -> dg.Definitions:
-    """The assets, checks, sensor and schedule with these resources (tests build their own)."""
+                      launcher: TrainingLauncher | None = None,
+                      executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
+    """The assets, checks, ``curate`` job, sensor and schedule with these resources (tests build their own);
+    ``executor`` None: Dagster's default."""
     return dg.Definitions(
         assets=[*curation_assets, *model_assets],
+        jobs=[curate],
+        executor=executor,
         sensors=[new_videos],
         schedules=[retrain_schedule(vmas.load().retrain.cron)],
         resources={"vmas": vmas, "launcher": launcher or LocalTrainingLauncher(),
@@ -56,9 +78,14 @@ def launcher_from_env(env: dict[str, str]) -> TrainingLauncher:
     return KubernetesTrainingLauncher(spec=TrainingJobSpec(**spec))
 
 
-defs = build_definitions(
-    VmasConfig(config_file=os.environ.get("VMAS_CONFIG"), profile=os.environ.get("VMAS_PROFILE"),
-               workers=int(os.environ.get("VMAS_WORKERS", "1")),
-               demo_videos=[v for v in os.environ.get("VMAS_DEMO_VIDEOS", "").split(":") if v]),
-    mlflow_ui=os.environ.get("VMAS_MLFLOW_UI", "http://127.0.0.1:5000"),
-    launcher=launcher_from_env(dict(os.environ)))
+def definitions_from_env(env: dict[str, str]) -> dg.Definitions:
+    """The code location as this environment configures it (the variables in this module's docstring)."""
+    return build_definitions(
+        VmasConfig(config_file=env.get("VMAS_CONFIG"), profile=env.get("VMAS_PROFILE"),
+                   workers=int(env.get("VMAS_WORKERS", "1")),
+                   demo_videos=[v for v in env.get("VMAS_DEMO_VIDEOS", "").split(":") if v]),
+        mlflow_ui=env.get("VMAS_MLFLOW_UI", "http://127.0.0.1:5000"),
+        launcher=launcher_from_env(env), executor=executor_from_env(env))
+
+
+defs = definitions_from_env(dict(os.environ))

@@ -12,6 +12,7 @@ import dagster as dg
 
 from orchestration.assets.metadata import floats, image, link, tags
 from orchestration.checks import suite_check_result, suite_check_spec
+from orchestration.kubernetes_curation import step_tags
 from orchestration.resources import MlflowTracking, VmasConfig
 from vmas.curation import STAGES
 from vmas.curation.batches import batch_video_ids
@@ -84,7 +85,7 @@ def whole_stage_asset(name: str) -> dg.AssetsDefinition:
     @dg.asset(name=name, partitions_def=partitions, group_name=GROUP, deps=list(stage.needs),
               kinds={"parquet"} if stage.schema is not None else {"pytorch", "mlflow"},
               check_specs=[suite_check_spec(name, partitions)] if name in SUITES else None,
-              description=_description(name, stage))
+              description=_description(name, stage), op_tags=step_tags(name))
     def _asset(context: dg.AssetExecutionContext, vmas: VmasConfig, mlflow: MlflowTracking):
         from vmas.tracking.runs import mlflow_logger
 
@@ -112,7 +113,7 @@ def row_stage_asset(name: str) -> dg.AssetsDefinition:
 
     @dg.asset(name=name, partitions_def=ingest_batches, group_name=GROUP, deps=list(stage.needs), kinds={"parquet"},
               check_specs=[suite_check_spec(name, ingest_batches)] if name in SUITES else None,
-              description=_description(name, stage))
+              description=_description(name, stage), op_tags=step_tags(name))
     def _asset(context: dg.AssetExecutionContext, vmas: VmasConfig):
         from vmas.curation.runner import run_stage
 

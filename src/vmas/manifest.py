@@ -1,17 +1,25 @@
 """Manifests: the Parquet tables every stage reads and writes.
 
-A manifest is a folder of Parquet *parts* (``part-000000.parquet``, ...), each written atomically
-by one chunk of work, so a stage killed midway keeps every finished chunk and a re-run skips it.
-Every row carries:
+A manifest is a folder of Parquet *parts*, each written atomically by one chunk of work, so a stage
+killed midway keeps every finished chunk and a re-run skips it. Every row carries:
 
 - ``id``       the row's identity (a video's content hash, or ``<video id>/<clip index>``)
 - ``input_id`` the upstream row it was made from (``id`` itself for ingest)
 - ``key``      a hash of that input and the stage's parameters: same key, same result, no work
 - ``error``    why the row failed, or null
 
-A newer part supersedes an older one per ``input_id`` (one input may give several rows, as clips
-do), and :meth:`Manifest.compact` folds the parts into one once a stage finishes. Reading streams
-record batches, so memory stays bounded by the batch, not the dataset, apart from a set of ids.
+**Partitioned by ingest batch.** Parts live in one sub-folder per ingest batch
+(``manifests/probe/<batch>/part-000003-1f0c9a2e.parquet``): the batch's rows, in every stage, are
+written only by the run that processes that batch (a Dagster partition run, on whichever machine),
+and readers see the union of the folders. So many machines can write one manifest at once on a
+shared volume with no lock: nobody renames, numbers or compacts another batch's parts, and a part's
+name carries a random token, so two writers never pick the same name even inside one batch. Parts
+written before batches had folders (directly in the manifest folder) read as one more group.
+
+A newer part supersedes an older one per ``input_id`` within its batch (one input may give several
+rows, as clips do), and :meth:`Manifest.compact` folds a batch's parts into one once a stage
+finishes it. Reading streams record batches; memory is bounded by the largest batch, never by the
+number of batches.
 """
 
 from __future__ import annotations
@@ -19,8 +27,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,7 +39,7 @@ from vmas.io import atomic_path
 ID, INPUT_ID, KEY, ERROR = "id", "input_id", "key", "error"
 BASE_FIELDS = [pa.field(ID, pa.string()), pa.field(INPUT_ID, pa.string()), pa.field(KEY, pa.string()),
                pa.field(ERROR, pa.string())]
-_PART = re.compile(r"part-(\d{6})\.parquet$")
+_PART = re.compile(r"^part-(\d{6})(?:-[0-9a-f]{8})?\.parquet$")
 
 
 def schema_with(*fields: pa.Field) -> pa.Schema:
@@ -44,49 +53,98 @@ def content_key(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-class Manifest:
-    """A stage's manifest folder."""
+ROOT_GROUP = ""  # the parts directly in the manifest folder (written before batches had folders)
 
-    def __init__(self, root: str | Path, schema: pa.Schema | None = None):
+
+def _stored_type(kind: pa.DataType) -> pa.DataType:
+    """How a column is kept in a part: fixed-size lists as plain lists (pyarrow 25 cannot read a
+    fixed-size list column with nulls back from Parquet; Parquet has no fixed-size list anyway)."""
+    return pa.list_(kind.value_type) if pa.types.is_fixed_size_list(kind) else kind
+
+
+def _stored(table: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
+    schema = table.schema
+    if not any(pa.types.is_fixed_size_list(f.type) for f in schema):
+        return table
+    return table.cast(pa.schema([f.with_type(_stored_type(f.type)) for f in schema], metadata=schema.metadata))
+
+
+def _part_order(path: Path) -> tuple[int, str]:
+    return int(_PART.match(path.name).group(1)), path.name
+
+
+class Manifest:
+    """A stage's manifest folder: the union of its batch groups (see the module docstring).
+
+    ``Manifest(root).group(batch)`` is one batch's part folder, read and written the same way; reading
+    the whole manifest reads each group in turn. ``append`` and ``compact`` work on one group: on the
+    whole manifest they touch only the parts directly in its folder.
+    """
+
+    def __init__(self, root: str | Path, schema: pa.Schema | None = None, _grouped: bool = True):
         self.root = Path(root)
         self.schema = schema
+        self._grouped = _grouped  # False: one group's folder (its sub-folders are not groups)
 
     def __repr__(self) -> str:
         return f"Manifest({str(self.root)!r})"
 
-    def parts(self) -> list[Path]:
-        """Part files, oldest first."""
+    def groups(self) -> list[str]:
+        """The batch groups holding parts, sorted (``ROOT_GROUP`` first when the folder has parts itself)."""
         if not self.root.is_dir():
             return []
-        return sorted((p for p in self.root.iterdir() if _PART.match(p.name)), key=lambda p: p.name)
+        names = []
+        if self._grouped:
+            names = sorted(d.name for d in self.root.iterdir()
+                           if d.is_dir() and not d.name.startswith(".") and any(_PART.match(p.name) for p in d.iterdir()))
+        return ([ROOT_GROUP] if self.parts() else []) + names
+
+    def group(self, name: str) -> "Manifest":
+        """One batch's part folder (``ROOT_GROUP``: the parts directly in this folder)."""
+        if name == ROOT_GROUP:
+            return Manifest(self.root, self.schema, _grouped=False)
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"{name!r} is not a usable batch name (a folder name: no '/', not starting with '.')")
+        return Manifest(self.root / name, self.schema, _grouped=False)
+
+    def _groups(self) -> list["Manifest"]:
+        return [self.group(g) for g in self.groups()] if self._grouped else [self]
+
+    def parts(self) -> list[Path]:
+        """This folder's own part files, oldest first (a group's; on the whole manifest, the ungrouped ones)."""
+        if not self.root.is_dir():
+            return []
+        return sorted((p for p in self.root.iterdir() if _PART.match(p.name)), key=_part_order)
 
     def exists(self) -> bool:
-        return bool(self.parts())
+        return bool(self.groups()) if self._grouped else bool(self.parts())
 
-    def lock(self, timeout_s: float = -1):
-        """An exclusive lock on writing this manifest (two Dagster runs of different batches, or DVC
-        and Dagster at once, would otherwise number parts and compact the same folder together).
-        The lock file lives beside the folder, so the folder holds only data."""
-        from filelock import FileLock
+    def append(self, rows: list[dict] | pa.Table) -> Path | None:
+        """Write ``rows`` (dicts, or a table of this schema) as a new part of this group (atomically).
+        Returns its path, or None for no rows.
 
-        locks = self.root.parent / ".locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        return FileLock(locks / f"{self.root.name}.lock", timeout=timeout_s)
-
-    def append(self, rows: list[dict]) -> Path | None:
-        """Write ``rows`` as a new part (atomically). Returns its path, or None for no rows."""
-        if not rows:
+        The name is the next sequence number plus a random token, so a writer racing another on the
+        same group never replaces its part."""
+        if not len(rows):
             return None
-        parts = self.parts()
-        seq = int(_PART.match(parts[-1].name).group(1)) + 1 if parts else 0
-        table = pa.Table.from_pylist(rows, schema=self.schema)
-        target = self.root / f"part-{seq:06d}.parquet"
+        table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=self.schema)
+        target = self._next_part()
         with atomic_path(target) as tmp:
-            pq.write_table(table, tmp)
+            pq.write_table(_stored(table), tmp)
         return target
 
+    def _next_part(self) -> Path:
+        parts = self.parts()
+        seq = _part_order(parts[-1])[0] + 1 if parts else 0
+        return self.root / f"part-{seq:06d}-{uuid.uuid4().hex[:8]}.parquet"
+
     def iter_batches(self, columns: list[str] | None = None, batch_size: int = 1024) -> Iterator[pa.RecordBatch]:
-        """Current rows in record batches (newest part first; superseded inputs left out)."""
+        """Current rows in record batches, group by group (in a group, newest part first; superseded
+        inputs left out). Memory: one record batch and the input ids of one group."""
+        for group in self._groups():
+            yield from group._iter_own(columns, batch_size)
+
+    def _iter_own(self, columns: list[str] | None, batch_size: int) -> Iterator[pa.RecordBatch]:
         seen: set[str] = set()
         read_cols = None if columns is None else list(dict.fromkeys([INPUT_ID, *columns]))
         for part in reversed(self.parts()):
@@ -98,7 +156,7 @@ class Manifest:
                 if not all(mask):
                     batch = batch.filter(pa.array(mask))
                 if batch.num_rows:
-                    batch = self._add_missing(batch, read_cols)
+                    batch = self._conform(self._add_missing(batch, read_cols))
                     yield batch if columns is None else batch.select(columns)
             seen |= in_part
 
@@ -117,6 +175,15 @@ class Manifest:
         order = [n for n in self.schema.names if n in batch.schema.names]
         return batch.select(order + [n for n in batch.schema.names if n not in order])
 
+    def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Columns kept as another type on disk (see :func:`_stored_type`) back to the schema's type."""
+        if self.schema is None:
+            return batch
+        names = set(self.schema.names)
+        fields = [self.schema.field(f.name) if f.name in names and f.type != self.schema.field(f.name).type
+                  and pa.types.is_fixed_size_list(self.schema.field(f.name).type) else f for f in batch.schema]
+        return batch.cast(pa.schema(fields)) if fields != list(batch.schema) else batch
+
     def iter_rows(self, columns: list[str] | None = None) -> Iterator[dict]:
         for batch in self.iter_batches(columns):
             yield from batch.to_pylist()
@@ -129,25 +196,39 @@ class Manifest:
         schema = self.schema if self.schema is not None else pa.schema([])
         return schema.empty_table() if columns is None else schema.empty_table().select(columns)
 
-    def done_keys(self) -> dict[str, str]:
-        """``input_id -> key`` of every input already processed."""
-        return {row[INPUT_ID]: row[KEY] for row in self.iter_rows([INPUT_ID, KEY])}
+    def done_keys(self, redo: Callable[[str], bool] | None = None) -> dict[str, str]:
+        """``input_id -> key`` of every input already processed, leaving out inputs whose row failed
+        with an error that ``redo(error)`` says is worth another try."""
+        columns = [INPUT_ID, KEY] if redo is None else [INPUT_ID, KEY, ERROR]
+        return {row[INPUT_ID]: row[KEY] for row in self.iter_rows(columns)
+                if redo is None or not row[ERROR] or not redo(row[ERROR])}
 
     def compact(self, keep_inputs: Iterable[str] | None = None) -> None:
-        """Fold all parts into one; with ``keep_inputs``, drop rows of inputs no longer upstream."""
+        """Fold this group's parts into one; with ``keep_inputs``, drop rows of inputs no longer upstream.
+
+        On the whole manifest it folds only the parts directly in its folder (each batch's run
+        compacts its own group: see the module docstring)."""
         parts = self.parts()
         keep = None if keep_inputs is None else set(keep_inputs)
         if not parts or (len(parts) == 1 and keep is None):
             return
-        seq = int(_PART.match(parts[-1].name).group(1)) + 1
-        target = self.root / f"part-{seq:06d}.parquet"
-        schema = self.schema or pq.read_schema(parts[-1])
+        target = self._next_part()
+        schema = pq.read_schema(parts[-1]) if self.schema is None else \
+            pa.schema([f.with_type(_stored_type(f.type)) for f in self.schema])
         with atomic_path(target) as tmp:
             with pq.ParquetWriter(tmp, schema) as writer:
-                for batch in self.iter_batches():
+                for batch in self._iter_own(None, 1024):
                     if keep is not None:
                         batch = batch.filter(pa.array([i in keep for i in batch.column(INPUT_ID).to_pylist()]))
                     if batch.num_rows:
-                        writer.write_batch(batch)
+                        writer.write_batch(_stored(batch))
         for part in parts:  # the new part already holds everything: old ones can go
-            part.unlink()
+            part.unlink(missing_ok=True)
+
+    def drop_group(self, name: str) -> None:
+        """Delete one batch's parts (its batch is gone upstream)."""
+        group = self.group(name)
+        for part in group.parts():
+            part.unlink(missing_ok=True)
+        if name != ROOT_GROUP and group.root.is_dir() and not any(group.root.iterdir()):
+            group.root.rmdir()

@@ -1,8 +1,9 @@
 """Ingest batches: new files in the data folder arrive as a named batch, and each batch's videos can be read back.
 
 A Dagster partition is one batch: the ``new_videos`` sensor lists files ingest has not registered
-(:func:`unregistered_files`) and names them (:func:`batch_name`); a stage run on one partition reads
-only that batch's rows (:class:`BatchView`). Shared by ingest, the runner, the GX suites and the sensor.
+(:func:`unregistered_files`) and names them (:func:`batch_name`); every manifest keeps a batch's
+rows in the batch's own folder (:meth:`vmas.manifest.Manifest.group`). Shared by ingest, the
+sensor and the orchestration's metadata.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from vmas.manifest import ID, Manifest, content_key
+from vmas.manifest import ID, ROOT_GROUP, Manifest, content_key
 
 if TYPE_CHECKING:
     from vmas.config import Config
@@ -52,24 +53,16 @@ def batch_name(files: Iterable[Path]) -> str:
 
 def batch_video_ids(manifest_root: Path, batch: str) -> set[str]:
     """Ids of the videos ingest registered in ``batch`` (a Dagster partition is one batch)."""
-    return {row[ID] for row in Manifest(manifest_root).iter_rows([ID, "batch"]) if row["batch"] == batch}
+    ingest = Manifest(manifest_root)
+    if ingest.group(batch).exists():
+        return {row[ID] for row in ingest.group(batch).iter_rows([ID])}
+    # a batch ingested before batches had folders
+    return {row[ID] for row in ingest.group(ROOT_GROUP).iter_rows([ID, "batch"]) if row["batch"] == batch}
 
 
 def batches(manifest_root: Path) -> list[str]:
-    """Every batch name in the ingest manifest, sorted."""
-    return sorted({row["batch"] for row in Manifest(manifest_root).iter_rows(["batch"])})
-
-
-class BatchView:
-    """The rows of a manifest that come from some videos (one ingest batch), read like a Manifest."""
-
-    def __init__(self, manifest: Manifest, videos: set[str]):
-        self.manifest, self.videos = manifest, videos
-
-    def iter_rows(self, columns: list[str] | None = None) -> Iterator[dict]:
-        names = self.manifest.schema.names
-        wanted = None if columns is None else list(dict.fromkeys([*columns, ID, *(["video_id"] if "video_id" in names
-                                                                                    else [])]))
-        for row in self.manifest.iter_rows(wanted):
-            if video_id(row) in self.videos:
-                yield row if columns is None else {c: row[c] for c in columns}
+    """Every batch name in the ingest manifest, sorted (one folder each; older ones are named in the rows)."""
+    ingest = Manifest(manifest_root)
+    names = {g for g in ingest.groups() if g != ROOT_GROUP}
+    names |= {row["batch"] for row in ingest.group(ROOT_GROUP).iter_rows(["batch"])}
+    return sorted(names)

@@ -1,152 +1,177 @@
-"""ingest: register raw videos by content hash, from folders, path manifests or DISCO-10M metadata.
+"""ingest: register raw videos (folders, path lists, DISCO-10M metadata) as rows of the ingest manifest.
 
-Identity is the file's SHA-256 (first 32 hex digits): ingesting the same file again, or the same
-bytes under another name, adds nothing; new files are appended as a new *batch* (the unit later
-stages and the Dagster sensor partition by). Hashes are cached by (path, size, mtime), so a
-re-run over a large folder reads only what changed. DISCO-10M rows whose media is not under the
-media root are listed in ``ingest.missing.parquet`` with the reason, not treated as errors.
+Three kinds of source, one manifest:
+
+- **folders** (``paths.data_dir``): a file's identity is its SHA-256 (first 32 hex digits), so the
+  same bytes under another name add nothing. New files make one batch (the unit later stages and
+  the Dagster partitions go by). Hashes are cached by (path, size, mtime): a re-run reads only what changed.
+- **metadata tables**, DISCO-10M (or LAION-DISCO-12M) Parquet: one file, a folder of shards or a
+  glob, local or any fsspec URL, streamed in record batches of the needed columns only
+  (:mod:`vmas.curation.sources`). A row is a URL to fetch (the ``download`` stage does), with id
+  ``yt-<youtube id>``; its metadata stays as typed columns (the 512-d audio embedding as a float32
+  fixed-size list). Rows whose source duration is outside ``ingest.min/max_duration_s``, or that
+  have no URL, are set aside with their reason in ``ingest.rejected.parquet``, before any download.
+- **path lists** (CSV/Parquet with a ``path``/``uri`` column): local files are hashed like a
+  folder's; remote URIs become URL rows for ``download``. Other columns are kept in ``meta`` (JSON).
+
+Every ``ingest.batch_rows`` rows of a table are one batch, named after the file and the rows'
+position; each batch is written as its own manifest group. Memory is bounded by one batch plus
+8 bytes per known id (the duplicate filter, :class:`KnownIds`), whatever the number of rows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
-import shlex
-import subprocess
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
-from urllib.parse import parse_qs, urlparse
+from typing import Iterable
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from vmas.config import Config
 from vmas.curation.batches import scan_folder
-from vmas.curation.sources import youtube_id
+from vmas.curation.sources import (METADATA_COLUMNS, METADATA_FIELDS, YOUTUBE_WATCH, Chunk, metadata_columns,
+                                   read_chunks, url_id, youtube_ids)
 from vmas.io import atomic_path, file_sha256
-from vmas.layout import manifest_dir, output_dir
-from vmas.manifest import ID, Manifest, content_key, schema_with
+from vmas.layout import manifest_dir
+from vmas.manifest import ERROR, ID, INPUT_ID, KEY, Manifest, content_key, schema_with
 from vmas.media.stems import REFERENCE_COLUMNS, REFERENCE_INSTRUMENTAL, REFERENCE_VOCALS, reference_stems
 from vmas.stage import Stage
 
 log = logging.getLogger(__name__)
 
 SCHEMA = schema_with(
-    pa.field("path", pa.string()),
+    pa.field("path", pa.string()),  # the local file; null for a URL not yet downloaded
     pa.field("size_bytes", pa.int64()),
     pa.field("mtime_ns", pa.int64()),
-    pa.field("source", pa.string()),
+    pa.field("source", pa.string()),  # folder | manifest | disco
     pa.field("batch", pa.string()),
-    pa.field("meta", pa.string()),  # JSON: the source's metadata for this video (DISCO columns, ...)
+    pa.field("meta", pa.string()),  # JSON: a path list's other columns
+    *METADATA_FIELDS,  # url, video_title, video_duration_s, track_name, ..., audio_embedding
     # the video's known instrumental and vocal stems, or null (what remove_vocals scores SDR against)
     *(pa.field(column, pa.string()) for column in REFERENCE_COLUMNS),
 )
-MISSING_SCHEMA = pa.schema([pa.field("source", pa.string()), pa.field("video_url_youtube", pa.string()),
-                            pa.field("youtube_id", pa.string()), pa.field("reason", pa.string())])
+REJECTED_SCHEMA = pa.schema([pa.field("source", pa.string()), pa.field("row", pa.int64()),
+                             pa.field("url", pa.string()), pa.field("reason", pa.string())])
+REJECTED_FILE = "ingest.rejected.parquet"
 PATH_COLUMNS = ("path", "uri", "video", "video_path", "file")
 # a path list's columns that name a video's reference stems (a manifest column, or its short name)
 STEM_COLUMNS = {REFERENCE_INSTRUMENTAL: (REFERENCE_INSTRUMENTAL, "instrumental_path"),
                 REFERENCE_VOCALS: (REFERENCE_VOCALS, "vocals_path")}
-FLUSH_EVERY = 256  # new rows per manifest part
+# every source column a metadata table is read for
+METADATA_SOURCE_COLUMNS = [alias for _, aliases in METADATA_COLUMNS.values() for alias in aliases]
+FLUSH_EVERY = 256  # new rows per manifest part, when files are hashed
 
 
-def read_path_manifest(uri: str, cache_dir: Path) -> Iterator[tuple[Path, dict]]:
-    """Paths (or fsspec URIs) listed in a CSV or Parquet file's ``path``/``uri`` column, each with the
-    row's other columns. Reference stems given in :data:`STEM_COLUMNS` are found like the videos and
-    returned under their manifest column names."""
-    import fsspec
-    import pyarrow.csv as pacsv
+class KnownIds:
+    """The ids already ingested, as sorted 64-bit hashes (8 bytes an id), for the duplicate test.
 
-    with fsspec.open(uri, "rb") as f:
-        table = pq.read_table(f) if uri.endswith(".parquet") else pacsv.read_csv(f)
-    column = next((c for c in PATH_COLUMNS if c in table.column_names), None)
-    if column is None:
-        raise ValueError(f"{uri}: no column named any of {', '.join(PATH_COLUMNS)}")
-    base = Path(uri).parent if "://" not in uri else None
-    for row in table.to_pylist():
-        target = str(row.pop(column))
-        for name, aliases in STEM_COLUMNS.items():
-            given = [row.pop(a) for a in aliases if a in row]
-            stem = next((str(g) for g in given if g not in (None, "")), None)
-            if stem is not None:
-                row[name] = str(_local_path(stem, base, cache_dir).resolve())
-        if "://" in target and not target.startswith("file://"):
-            yield _localize(target, cache_dir), {**row, "uri": target}
-        else:
-            yield _local_path(target, base, cache_dir), row
+    Kept as a few sorted arrays of doubling sizes (a new one merges with the last while it is at least
+    half its size), so adding n ids costs O(n log n) and a lookup O(log² n). A hash collision (odds
+    about 1e-5 at 15 M ids) would skip a new video as known; the ids come from Python's ``hash``,
+    stable within one process, which is all this filter lives for.
+    """
 
+    def __init__(self):
+        self._runs: list[np.ndarray] = []
 
-def _local_path(target: str, base: Path | None, cache_dir: Path) -> Path:
-    """A path list's entry as a local path: remote URIs copied into the cache, relative paths
-    taken from the list's folder."""
-    if "://" in target and not target.startswith("file://"):
-        return _localize(target, cache_dir)
-    path = Path(target.removeprefix("file://"))
-    return path if path.is_absolute() or base is None else base / path
+    @classmethod
+    def of(cls, manifest: Manifest) -> "KnownIds":
+        known = cls()
+        for batch in manifest.iter_batches([ID], batch_size=65536):
+            known.add(batch.column(0).to_pylist())
+        return known
 
+    @staticmethod
+    def _hashes(ids: list[str]) -> np.ndarray:
+        return np.fromiter((hash(i) for i in ids), dtype=np.int64, count=len(ids))
 
-def _localize(uri: str, cache_dir: Path) -> Path:
-    """Copy a remote file (s3://, gs://, ... through fsspec) into the local cache once."""
-    import fsspec
+    def add(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        self._runs.append(np.unique(self._hashes(ids)))
+        while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
+            newer, older = self._runs.pop(), self._runs.pop()
+            self._runs.append(np.union1d(older, newer))
 
-    target = cache_dir / hashlib.sha256(uri.encode()).hexdigest()[:24] / Path(urlparse(uri).path).name
-    if not target.exists():
-        with fsspec.open(uri, "rb") as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
-            while block := src.read(1 << 20):
-                dst.write(block)
-    return target
+    def contains(self, ids: list[str]) -> np.ndarray:
+        """A boolean per id: already known."""
+        hashes = self._hashes(ids)
+        found = np.zeros(len(hashes), dtype=bool)
+        for run in self._runs:
+            at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
+            found |= run[at] == hashes
+        return found
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._runs)
 
 
-def read_disco_metadata(uri: str, media_root: Path | None, extensions: Iterable[str],
-                        downloader: str | None = None) -> tuple[list[tuple[Path, dict]], list[dict]]:
-    """DISCO-10M-style rows: ``(present media, metadata)`` pairs, and the rows whose media is missing."""
-    import fsspec
+class _Rejected:
+    """``ingest.rejected.parquet``: table rows set aside, with their reason, written as they come."""
 
-    with fsspec.open(uri, "rb") as f:
-        table = pq.read_table(f)
-    if "video_url_youtube" not in table.column_names:
-        raise ValueError(f"{uri}: not DISCO-10M metadata (no video_url_youtube column)")
-    present, missing = [], []
-    for row in table.to_pylist():
-        url = row.get("video_url_youtube") or ""
-        vid = youtube_id(url)
-        if vid is None:
-            missing.append({"source": uri, "video_url_youtube": url, "youtube_id": None, "reason": "no YouTube id in URL"})
-            continue
-        if media_root is None:
-            missing.append({"source": uri, "video_url_youtube": url, "youtube_id": vid,
-                            "reason": "ingest.media_root is not set"})
-            continue
-        found = next((media_root / f"{vid}.{e}" for e in extensions if (media_root / f"{vid}.{e}").is_file()), None)
-        if found is None and downloader:
-            found = _download(downloader, url, media_root / f"{vid}.mp4")
-        if found is None:
-            missing.append({"source": uri, "video_url_youtube": url, "youtube_id": vid,
-                            "reason": f"no {vid}.{{{','.join(extensions)}}} under {media_root}"})
-        else:
-            present.append((found, {k: v for k, v in row.items() if v is not None}))
-    return present, missing
+    def __init__(self, target: Path):
+        self.target, self._writer, self._tmp, self.count = target, None, None, 0
 
+    def add(self, source: str, rows: list[int], urls: list[str | None], reasons: list[str]) -> None:
+        if not rows:
+            return
+        if self._writer is None:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.target.with_name(f".{self.target.name}.{time.time_ns()}.tmp")
+            self._writer = pq.ParquetWriter(self._tmp, REJECTED_SCHEMA)
+        self._writer.write_table(pa.table({"source": [source] * len(rows), "row": rows, "url": urls,
+                                           "reason": reasons}, schema=REJECTED_SCHEMA))
+        self.count += len(rows)
 
-def _download(command: str, url: str, out: Path) -> Path | None:
-    """Run the configured downloader (e.g. yt-dlp) for one URL; None when it leaves no file."""
-    args = [a.format(out=str(out), url=url) for a in shlex.split(command)]
-    result = subprocess.run(args, capture_output=True, text=True)
-    if result.returncode != 0 or not out.is_file():
-        log.warning("download failed for %s: %s", url, result.stderr.strip()[-300:])
-        return None
-    return out
+    def close(self, keep: bool) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            if keep:
+                self._tmp.replace(self.target)
+            else:
+                self._tmp.unlink(missing_ok=True)
 
 
 def ingest(cfg: Config, manifest_root: Path, folders: Iterable[Path] = (), path_manifests: Iterable[str] = (),
            disco: Iterable[str] = (), batch: str | None = None, progress: bool = True) -> dict:
-    """Add new videos to the ingest manifest; returns counts (new, known, duplicates, missing)."""
-    with Manifest(manifest_root).lock():
-        return _ingest(cfg, manifest_root, folders, path_manifests, disco, batch, progress)
+    """Add new videos to the ingest manifest; returns counts (new, known, duplicate, unreadable, rejected)
+    and the batches that got new rows.
+
+    ``batch`` names a folder scan's batch (default: a UTC timestamp); tables name theirs by file and
+    position. Several ingests may run at once on different sources: each writes only its own batches.
+    """
+    folders, path_manifests, disco = list(folders), list(path_manifests), list(disco)
+    out = Manifest(manifest_root, SCHEMA)
+    known = KnownIds.of(out)
+    counts = {"new": 0, "known": 0, "duplicate": 0, "unreadable": 0, "rejected": 0, "batches": []}
+    rejected = _Rejected(manifest_root.parent / REJECTED_FILE)
+    try:
+        if folders:
+            _ingest_folders(cfg, out, folders, batch or time.strftime("batch-%Y%m%d-%H%M%S", time.gmtime()),
+                            known, counts, progress)
+        for uri, source in [*((u, "manifest") for u in path_manifests), *((u, "disco") for u in disco)]:
+            columns = None if source == "manifest" else METADATA_SOURCE_COLUMNS
+            with tqdm(desc=f"ingest {Path(uri).name}", unit="row", disable=not progress) as bar:
+                for chunk in read_chunks(uri, columns, cfg.ingest.batch_rows):
+                    rows = (_path_list_rows(cfg, out, chunk, known, counts, rejected) if source == "manifest"
+                            else _metadata_rows(cfg, chunk, known, counts, rejected))
+                    if rows is not None and len(rows):
+                        _write(out.group(chunk.batch), rows, counts, chunk.batch)
+                    bar.update(chunk.rows.num_rows)
+    finally:
+        rejected.close(keep=bool(path_manifests or disco))
+    counts["rejected"] = rejected.count
+    counts["batch"] = counts["batches"][0] if len(counts["batches"]) == 1 else None
+    log.info("ingest: %d new in %d batches, %d already known, %d duplicates, %d rejected, %d unreadable",
+             counts["new"], len(counts["batches"]), counts["known"], counts["duplicate"], counts["rejected"],
+             counts["unreadable"], extra={"fields": {"batches": len(counts["batches"])}})
+    return counts
 
 
 def ingest_data_dir(cfg: Config, *, progress: bool = True, batch: str | None = None, logger=None) -> dict:
@@ -155,61 +180,169 @@ def ingest_data_dir(cfg: Config, *, progress: bool = True, batch: str | None = N
     return ingest(cfg, manifest_dir(cfg, "ingest"), [Path(cfg.paths.data_dir)], batch=batch, progress=progress)
 
 
-def _ingest(cfg: Config, manifest_root: Path, folders: Iterable[Path], path_manifests: Iterable[str],
-            disco: Iterable[str], batch: str | None, progress: bool) -> dict:
-    out = Manifest(manifest_root, SCHEMA)
-    batch = batch or time.strftime("batch-%Y%m%d-%H%M%S", time.gmtime())
-    known_ids: set[str] = set()
-    cached: dict[tuple[str, int, int], str] = {}
-    for row in out.iter_rows([ID, "path", "size_bytes", "mtime_ns"]):
-        known_ids.add(row[ID])
-        cached[(row["path"], row["size_bytes"], row["mtime_ns"])] = row[ID]
+def _write(group: Manifest, rows: pa.Table | list[dict], counts: dict, batch: str) -> None:
+    group.append(rows)
+    counts["new"] += len(rows)
+    if batch not in counts["batches"]:
+        counts["batches"].append(batch)
 
-    candidates: list[tuple[Path, str, dict]] = []
+
+def _ingest_folders(cfg: Config, out: Manifest, folders: list[Path], batch: str, known: KnownIds, counts: dict,
+                    progress: bool) -> None:
+    """Hash new files under ``folders`` into ``batch``, a part every :data:`FLUSH_EVERY` (a kill keeps them)."""
     for folder in folders:
         if not Path(folder).is_dir():
             raise NotADirectoryError(f"{folder}: not a folder")
-        candidates += [(p, "folder", {}) for p in scan_folder(Path(folder), cfg.ingest.extensions)]
-    cache_dir = output_dir(cfg, "ingest") / "remote"
-    for uri in path_manifests:
-        candidates += [(p, "manifest", meta) for p, meta in read_path_manifest(uri, cache_dir)]
-    missing: list[dict] = []
-    for uri in disco:
-        present, lost = read_disco_metadata(uri, cfg.ingest.media_root, cfg.ingest.extensions, cfg.ingest.downloader)
-        candidates += [(p, "disco", meta) for p, meta in present]
-        missing += lost
-
-    new_rows, counts = [], {"new": 0, "known": 0, "duplicate": 0, "unreadable": 0, "missing": len(missing)}
-    for path, source, meta in tqdm(candidates, desc="ingest", unit="file", disable=not progress):
-        path = path.resolve()
-        try:
-            stat = path.stat()
-            vid = cached.get((str(path), stat.st_size, stat.st_mtime_ns)) or file_sha256(path)[:32]
-        except OSError as exc:
-            missing.append({"source": source, "video_url_youtube": meta.get("video_url_youtube"),
-                            "youtube_id": None, "reason": f"{path}: {exc.strerror or exc}"})
-            counts["unreadable"] += 1
-            continue
-        if vid in known_ids:
-            counts["known" if (str(path), stat.st_size, stat.st_mtime_ns) in cached else "duplicate"] += 1
-            continue
-        known_ids.add(vid)
-        stems = video_stems(path, meta)
-        new_rows.append({ID: vid, "input_id": vid, "key": row_key(vid, stems), "error": None, "path": str(path),
-                         "size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "source": source,
-                         "batch": batch, "meta": json.dumps(meta, default=str, sort_keys=True), **stems})
-        counts["new"] += 1
-        if len(new_rows) >= FLUSH_EVERY:  # a killed ingest keeps what it hashed
-            out.append(new_rows)
+    cached = {(r["path"], r["size_bytes"], r["mtime_ns"]): r[ID]
+              for r in out.iter_rows([ID, "path", "size_bytes", "mtime_ns", "source"]) if r["source"] == "folder"}
+    files = [p for folder in folders for p in scan_folder(Path(folder), cfg.ingest.extensions)]
+    new_rows: list[dict] = []
+    for path in tqdm(files, desc="ingest", unit="file", disable=not progress):
+        row = _file_row(path, "folder", {}, batch, cached, known, counts)
+        if row is not None:
+            new_rows.append(row)
+        if len(new_rows) >= FLUSH_EVERY:
+            _write(out.group(batch), new_rows, counts, batch)
             new_rows = []
-    out.append(new_rows)
-    if missing or disco:
-        with atomic_path(manifest_root.parent / "ingest.missing.parquet") as tmp:
-            pq.write_table(pa.Table.from_pylist(missing, schema=MISSING_SCHEMA), tmp)
-    counts["batch"] = batch if counts["new"] else None
-    log.info("ingest: %d new, %d already known, %d duplicates, %d missing", counts["new"], counts["known"],
-             counts["duplicate"], counts["missing"], extra={"fields": {"batch": counts["batch"]}})
-    return counts
+    if new_rows:
+        _write(out.group(batch), new_rows, counts, batch)
+
+
+def _file_row(path: Path, source: str, meta: dict, batch: str, cached: dict, known: KnownIds, counts: dict,
+              extra: dict | None = None) -> dict | None:
+    """The manifest row of a local file, or None when it is known, a duplicate or unreadable (counted)."""
+    path = path.resolve()
+    try:
+        stat = path.stat()
+        vid = cached.get((str(path), stat.st_size, stat.st_mtime_ns)) or file_sha256(path)[:32]
+    except OSError as exc:
+        log.warning("ingest: %s: %s", path, exc.strerror or exc)
+        counts["unreadable"] += 1
+        return None
+    if known.contains([vid])[0]:
+        counts["known" if (str(path), stat.st_size, stat.st_mtime_ns) in cached else "duplicate"] += 1
+        return None
+    known.add([vid])
+    stems = video_stems(path, meta)
+    return {**(extra or {}), ID: vid, INPUT_ID: vid, KEY: row_key(vid, stems), ERROR: None, "path": str(path),
+            "size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "source": source, "batch": batch,
+            "meta": json.dumps(meta, default=str, sort_keys=True), **stems}
+
+
+def _keep_duration(cfg: Config, durations: pa.Array) -> pa.Array:
+    """True where the source duration is unknown or within the configured limits."""
+    inside = pc.and_(pc.greater_equal(durations, cfg.ingest.min_duration_s),
+                     pc.less_equal(durations, cfg.ingest.max_duration_s))
+    return pc.fill_null(inside, True)
+
+
+def _metadata_rows(cfg: Config, chunk: Chunk, known: KnownIds, counts: dict, rejected: _Rejected) -> pa.Table | None:
+    """One chunk of a metadata table as new manifest rows (vectorised: no Python object per row but its id)."""
+    n = chunk.rows.num_rows
+    meta = {k: v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v
+            for k, v in metadata_columns(chunk.rows, chunk.file).items()}
+    given_id = pc.if_else(pc.match_substring_regex(meta["youtube_id"], r"^[A-Za-z0-9_-]{11}$"),
+                          meta["youtube_id"], pa.nulls(n, pa.string()))
+    yt = pc.coalesce(youtube_ids(meta["url"]), given_id)
+    url = pc.coalesce(meta["url"], pc.binary_join_element_wise(YOUTUBE_WATCH, yt, ""))
+    ids = pc.if_else(pc.is_valid(yt), pc.binary_join_element_wise("yt-", yt, ""), pa.nulls(n, pa.string()))
+    has_url = pc.is_valid(url)
+    keep_duration = _keep_duration(cfg, meta["video_duration_s"])
+    ok = pc.and_(has_url, keep_duration)
+    if not pc.all(ok).as_py():
+        bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
+        durations = meta["video_duration_s"].take(pa.array(bad)).to_pylist()
+        reasons = ["no_url: no URL or YouTube id" if not has_url[i].as_py() else
+                   f"duration: {d:g} s is outside [{cfg.ingest.min_duration_s:g}, {cfg.ingest.max_duration_s:g}]"
+                   for i, d in zip(bad, durations)]
+        rejected.add(chunk.file, (chunk.start + bad).tolist(), url.take(pa.array(bad)).to_pylist(), reasons)
+    id_list = ids.to_pylist()
+    url_list = url.to_pylist()
+    keep_mask = ok.to_numpy(zero_copy_only=False).copy()
+    for i in np.flatnonzero(keep_mask):  # a non-YouTube URL's id is its hash
+        if id_list[i] is None:
+            id_list[i] = url_id(url_list[i])
+    seen: set[str] = set()
+    for i in np.flatnonzero(keep_mask):  # the same video twice in one chunk: the first row counts
+        if id_list[i] in seen:
+            keep_mask[i] = False
+            counts["duplicate"] += 1
+        seen.add(id_list[i])
+    candidates = np.flatnonzero(keep_mask)
+    is_known = known.contains([id_list[i] for i in candidates])
+    counts["known"] += int(is_known.sum())
+    take = candidates[~is_known]
+    if not len(take):
+        return None
+    new_ids = [id_list[i] for i in take]
+    known.add(new_ids)
+    index = pa.array(take)
+    ids_array = pa.array(new_ids, pa.string())
+    columns = {ID: ids_array, INPUT_ID: ids_array, KEY: ids_array, ERROR: pa.nulls(len(take), pa.string()),
+               "path": pa.nulls(len(take), pa.string()), "size_bytes": pa.nulls(len(take), pa.int64()),
+               "mtime_ns": pa.nulls(len(take), pa.int64()), "source": pa.array(["disco"] * len(take), pa.string()),
+               "batch": pa.array([chunk.batch] * len(take), pa.string()), "meta": pa.nulls(len(take), pa.string()),
+               "url": url.take(index)}
+    columns.update({f.name: meta[f.name].take(index) for f in METADATA_FIELDS if f.name != "url"})
+    columns.update({c: pa.nulls(len(take), pa.string()) for c in REFERENCE_COLUMNS})
+    return pa.table([columns[name] for name in SCHEMA.names], schema=SCHEMA)
+
+
+def _path_list_rows(cfg: Config, out: Manifest, chunk: Chunk, known: KnownIds, counts: dict,
+                    rejected: _Rejected) -> list[dict] | None:
+    """One chunk of a path list as new manifest rows: local files hashed, remote URIs as URL rows."""
+    table = chunk.rows
+    column = next((c for c in PATH_COLUMNS if c in table.column_names), None)
+    if column is None:
+        raise ValueError(f"{chunk.file}: no column named any of {', '.join(PATH_COLUMNS)}")
+    meta_columns = metadata_columns(table, chunk.file)
+    keep = _keep_duration(cfg, meta_columns["video_duration_s"]).to_pylist()
+    typed = [dict(zip(meta_columns, values)) for values in zip(*(a.to_pylist() for a in meta_columns.values()))]
+    known_names = {a for _, aliases in METADATA_COLUMNS.values() for a in aliases}
+    base = Path(chunk.file).parent if "://" not in chunk.file else None
+    # what this batch already holds: its files' hashes are not read again
+    cached = {(r["path"], r["size_bytes"], r["mtime_ns"]): r[ID]
+              for r in out.group(chunk.batch).iter_rows([ID, "path", "size_bytes", "mtime_ns"])}
+    rows, bad = [], []
+    for offset, row in enumerate(table.to_pylist()):
+        target = row.pop(column)
+        if target in (None, ""):
+            bad.append((offset, None, f"no_path: empty {column}"))
+            continue
+        if not keep[offset]:
+            bad.append((offset, str(target), f"duration: {typed[offset]['video_duration_s']:g} s is outside "
+                                              f"[{cfg.ingest.min_duration_s:g}, {cfg.ingest.max_duration_s:g}]"))
+            continue
+        target = str(target)
+        for name, aliases in STEM_COLUMNS.items():
+            given = [row.pop(a) for a in aliases if a in row]
+            stem = next((str(g) for g in given if g not in (None, "")), None)
+            if stem is not None:
+                row[name] = str(_local_path(stem, base).resolve())
+        extra = {k: v for k, v in typed[offset].items() if k in SCHEMA.names}
+        meta = {k: v for k, v in row.items() if k not in known_names}
+        if "://" in target and not target.startswith("file://"):
+            vid = url_id(target)
+            if known.contains([vid])[0]:
+                counts["known"] += 1
+                continue
+            known.add([vid])
+            stems = {c: meta.pop(c, None) for c in REFERENCE_COLUMNS}
+            rows.append({**extra, ID: vid, INPUT_ID: vid, KEY: row_key(vid, stems), ERROR: None, "path": None,
+                         "size_bytes": None, "mtime_ns": None, "source": "manifest", "batch": chunk.batch,
+                         "url": target, "meta": json.dumps(meta, default=str, sort_keys=True), **stems})
+        else:
+            new = _file_row(_local_path(target, base), "manifest", meta, chunk.batch, cached, known, counts, extra)
+            if new is not None:
+                rows.append(new)
+    rejected.add(chunk.file, [chunk.start + o for o, _, _ in bad], [u for _, u, _ in bad], [r for _, _, r in bad])
+    return rows or None
+
+
+def _local_path(target: str, base: Path | None) -> Path:
+    """A path list's local entry: relative paths are taken from the list's folder."""
+    path = Path(target.removeprefix("file://"))
+    return path if path.is_absolute() or base is None else base / path
 
 
 def video_stems(path: Path, meta: dict) -> dict[str, str | None]:

@@ -24,7 +24,6 @@ from tqdm import tqdm
 
 from vmas.config import Config
 from vmas.curation import STAGES
-from vmas.curation.batches import BatchView, batch_video_ids, video_id
 from vmas.errors import StageError, describe_error
 from vmas.io import atomic_write_json
 from vmas.layout import manifest_dir, output_dir, summary_path
@@ -83,65 +82,67 @@ def run_stage(name: str, cfg: Config, workers: int = 1, chunk_size: int = 16, pr
               limit: int | None = None, batch: str | None = None, retry_failed: bool = False) -> StageReport:
     """Run stage ``name`` over its upstream manifest; returns what it did (also written as JSON).
 
-    ``batch`` restricts the run to the videos of one ingest batch (a Dagster partition); the
-    report then counts that batch's rows, and the stage summary JSON is left as it was. Rows that
-    failed are done unless their reason is one of the stage's ``retry_errors`` or ``retry_failed``.
+    Work goes batch by batch: each ingest batch's upstream rows are read from that batch's group and
+    written to the same group of this stage's manifest, so runs of different batches (Dagster
+    partitions, on different machines) never write the same files. ``batch`` restricts the run to
+    one batch; the report then counts that batch's rows, and the stage summary JSON is left as it
+    was. Rows that failed are done unless their reason is one of the stage's ``retry_errors`` or
+    ``retry_failed``.
     """
-    with Manifest(manifest_dir(cfg, name)).lock():
-        return _run_stage(name, cfg, workers, chunk_size, progress, limit, batch)
-
-
-def _run_stage(name: str, cfg: Config, workers: int, chunk_size: int, progress: bool, limit: int | None,
-               batch: str | None) -> StageReport:
     stage = STAGES[name]
     if stage.process is None:
         raise StageError(f"stage {name!r} is not a row stage; run it with its own command")
     started = time.perf_counter()
     settings = stage.settings(cfg, output_dir(cfg, name))
+    keyed = {k: v for k, v in settings.items() if k not in stage.unkeyed}
     upstream = Manifest(manifest_dir(cfg, stage.upstream))
     if not upstream.exists():
         raise StageError(f"{name}: no {stage.upstream} manifest in {upstream.root}; run `vmas {stage.upstream}` first")
-    videos = None if batch is None else batch_video_ids(manifest_dir(cfg, "ingest"), batch)
     out = Manifest(manifest_dir(cfg, name), stage.schema)
-    done = out.done_keys()
+    groups = upstream.groups() if batch is None else [batch]
+    if batch is not None and not upstream.group(batch).exists():
+        raise StageError(f"{name}: batch {batch!r} has no rows in {upstream.root} (run `vmas {stage.upstream}` for it "
+                         f"first; manifests written before batches had folders are run whole: `vmas {name}`)")
+    retry = set(stage.retry_errors)
+
+    def redo(error: str) -> bool:
+        return retry_failed or error.split(":", 1)[0] in retry
+
     report = StageReport(name)
-    current: list[str] = []
-
-    def todo() -> Iterator[tuple[dict, str]]:
-        taken = 0
-        for row in upstream.iter_rows():
-            if not stage.accepts(row) or (videos is not None and video_id(row) not in videos):
-                continue
-            if limit is not None and taken >= limit:
-                return
-            taken += 1
-            key = content_key(name, stage.version, {f: row.get(f) for f in stage.input_fields}, settings)
-            current.append(row[ID])
-            if done.get(row[ID]) == key:
-                report.skipped += 1
-                continue
-            yield row, key
-
     bar = tqdm(desc=name, unit="row", disable=not progress)
-    if workers > 1 and stage.warmup is not None:
-        stage.warmup()
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(stage.start_method)) \
-        if workers > 1 else None
+    if stage.threads is not None:
+        pool = ThreadPoolExecutor(max_workers=stage.threads(cfg), thread_name_prefix=name)
+    elif workers > 1:
+        if stage.warmup is not None:
+            stage.warmup()
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(stage.start_method))
+    else:
+        pool = None
+    per_chunk = chunk_size * (stage.threads(cfg) if stage.threads is not None else max(workers, 1))
+    taken = 0
     try:
-        for chunk in _batched(todo(), chunk_size * max(workers, 1)):
-            jobs = [(name, row, key, settings) for row, key in chunk]
-            results = pool.map(_apply_job, jobs) if pool else map(_apply_job, jobs)
-            rows = [r for rs in results for r in rs]
-            out.append(rows)
-            report.processed += len(chunk)
-            bar.update(len(chunk))
+        for group in groups:
+            todo, current = _todo(stage, upstream.group(group), out.group(group).done_keys(redo), keyed, report,
+                                  None if limit is None else limit - taken)
+            for chunk in _batched(todo, per_chunk):
+                jobs = [(name, row, key, settings) for row, key in chunk]
+                results = pool.map(_apply_job, jobs) if pool else map(_apply_job, jobs)
+                out.group(group).append([r for rs in results for r in rs])
+                report.processed += len(chunk)
+                bar.update(len(chunk))
+            taken += len(current)
+            # Drop rows of inputs gone upstream, but only after a full pass over the batch (not with --limit).
+            out.group(group).compact(keep_inputs=current if limit is None else None)
+            if limit is not None and taken >= limit:
+                break
     finally:
         bar.close()
         if pool:
             pool.shutdown(cancel_futures=True)
-    # Drop rows of inputs gone upstream, but only after a full pass: --limit and a batch see a part of them.
-    out.compact(keep_inputs=current if limit is None and batch is None else None)
-    view = out if videos is None else BatchView(out, videos)
+    if batch is None and limit is None:
+        for gone in set(out.groups()) - set(groups):  # a batch no longer upstream
+            out.drop_group(gone)
+    view = out if batch is None else out.group(batch)
     _summarize(view, report)
     report.seconds = round(time.perf_counter() - started, 3)
     if stage.summarize is not None:
@@ -153,7 +154,29 @@ def _run_stage(name: str, cfg: Config, workers: int, chunk_size: int, progress: 
     return report
 
 
-def _summarize(out: Manifest | BatchView, report: StageReport) -> None:
+def _todo(stage: Stage, upstream: Manifest, done: dict[str, str], keyed: dict, report: StageReport,
+          limit: int | None) -> tuple[Iterator[tuple[dict, str]], list[str]]:
+    """The rows of one upstream group still to do, each with its key; and (filled as it is consumed)
+    the ids of every upstream row the stage accepts."""
+    current: list[str] = []
+
+    def rows() -> Iterator[tuple[dict, str]]:
+        for row in upstream.iter_rows():
+            if not stage.accepts(row):
+                continue
+            if limit is not None and len(current) >= limit:
+                return
+            current.append(row[ID])
+            key = content_key(stage.name, stage.version, {f: row.get(f) for f in stage.input_fields}, keyed)
+            if done.get(row[ID]) == key:
+                report.skipped += 1
+                continue
+            yield row, key
+
+    return rows(), current
+
+
+def _summarize(out: Manifest, report: StageReport) -> None:
     reasons: Counter[str] = Counter()
     rows = 0
     for row in out.iter_rows([ERROR]):

@@ -20,7 +20,6 @@ import pyarrow as pa
 
 from vmas.config import Config
 from vmas.curation import STAGES
-from vmas.curation.batches import BatchView, batch_video_ids
 from vmas.layout import manifest_dir, metrics_path
 from vmas.manifest import Manifest
 
@@ -43,8 +42,25 @@ def _named(expectation, name: str):
 def ingest_suite(cfg: Config) -> list:
     gxe = _gxe()
     return [_named(gxe.ExpectColumnValuesToBeUnique(column="id"), "ids unique"),
-            _named(gxe.ExpectColumnValuesToNotBeNull(column="path"), "path present"),
-            _named(gxe.ExpectColumnValuesToBeBetween(column="size_bytes", min_value=1), "files not empty")]
+            _named(gxe.ExpectColumnValuesToBeInSet(column="located", value_set=[True]), "a file or a URL"),
+            _named(gxe.ExpectColumnValuesToBeBetween(column="size_bytes", min_value=1), "files not empty"),
+            _named(gxe.ExpectColumnValuesToBeBetween(column="video_duration_s", min_value=cfg.ingest.min_duration_s,
+                                                     max_value=cfg.ingest.max_duration_s),
+                   f"source duration in [{cfg.ingest.min_duration_s:g}, {cfg.ingest.max_duration_s:g}] s")]
+
+
+def ingest_derived(frame: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    return frame.assign(located=frame["path"].notna() | frame["url"].notna())
+
+
+def download_suite(cfg: Config) -> list:
+    gxe = _gxe()
+    return [_named(gxe.ExpectColumnValuesToBeUnique(column="id"), "ids unique"),
+            _named(gxe.ExpectColumnValuesToNotBeNull(column="path"), "file present"),
+            _named(gxe.ExpectColumnValuesToBeInSet(column="status", value_set=["local", "present", "downloaded"]),
+                   "status known"),
+            _named(gxe.ExpectColumnValuesToBeBetween(column="bytes", min_value=1, max_value=cfg.download.max_bytes),
+                   "size in (0, download.max_bytes]")]
 
 
 def probe_suite(cfg: Config) -> list:
@@ -162,7 +178,8 @@ class Suite:
 
 
 SUITES: dict[str, Suite] = {
-    "ingest": Suite(ingest_suite),
+    "ingest": Suite(ingest_suite, ingest_derived),
+    "download": Suite(download_suite),
     "probe": Suite(probe_suite),
     "filter_static": Suite(filter_static_suite, filter_static_derived),
     "remove_vocals": Suite(remove_vocals_suite),
@@ -245,10 +262,16 @@ def validate(stage: str, frame: pd.DataFrame, cfg: Config) -> SuiteOutcome:
     return SuiteOutcome(stage, len(frame), outcomes)
 
 
+CHECK_ROWS = 200_000  # rows validated at once: a whole manifest is checked in slices of this many
+
+
 def check_stage(stage: str, cfg: Config, batch: str | None = None) -> SuiteOutcome:
     """Validate what ``stage`` wrote under ``cfg.paths.artifacts_dir`` (its manifest, or evaluate's metrics).
 
-    ``batch`` validates only the rows of one ingest batch (a Dagster partition).
+    ``batch`` validates only the rows of one ingest batch (a Dagster partition). A whole manifest
+    is read in slices of :data:`CHECK_ROWS` rows, batch folder by batch folder, so memory does not
+    grow with the dataset; "ids unique" then holds within each slice (ingest keeps ids unique across
+    batches by construction).
     """
     if stage not in SUITES:
         raise ValueError(f"no suite for {stage!r}; suites: {', '.join(SUITES)}")
@@ -260,7 +283,29 @@ def check_stage(stage: str, cfg: Config, batch: str | None = None) -> SuiteOutco
     manifest = Manifest(manifest_dir(cfg, stage), STAGES[stage].schema)
     if not manifest.exists():
         raise FileNotFoundError(f"{manifest_dir(cfg, stage)}: no manifest (run `vmas {stage}`)")
-    if batch is None:
-        return validate(stage, manifest.read().to_pandas(), cfg)
-    rows = BatchView(manifest, batch_video_ids(manifest_dir(cfg, "ingest"), batch)).iter_rows()
-    return validate(stage, pa.Table.from_pylist(list(rows), schema=manifest.schema).to_pandas(), cfg)
+    if batch is not None:
+        manifest = manifest.group(batch)
+    outcomes, pending, rows = [], [], 0
+    for record_batch in manifest.iter_batches():
+        pending.append(record_batch)
+        rows += record_batch.num_rows
+        if rows >= CHECK_ROWS:
+            outcomes.append(validate(stage, pa.Table.from_batches(pending).to_pandas(), cfg))
+            pending, rows = [], 0
+    if pending or not outcomes:
+        table = pa.Table.from_batches(pending) if pending else manifest.schema.empty_table()
+        outcomes.append(validate(stage, table.to_pandas(), cfg))
+    return outcomes[0] if len(outcomes) == 1 else _merged(outcomes)
+
+
+def _merged(outcomes: list[SuiteOutcome]) -> SuiteOutcome:
+    """One outcome for a manifest validated in slices: counts summed, the first failures' examples."""
+    merged = []
+    for parts in zip(*(o.expectations for o in outcomes)):
+        elements = sum(p.element_count or 0 for p in parts)
+        unexpected = sum(p.unexpected_count or 0 for p in parts)
+        merged.append(ExpectationOutcome(
+            name=parts[0].name, success=all(p.success for p in parts), element_count=elements,
+            unexpected_count=unexpected, unexpected_percent=100.0 * unexpected / elements if elements else 0.0,
+            examples=[e for p in parts for e in p.examples][:5], error=next((p.error for p in parts if p.error), None)))
+    return SuiteOutcome(outcomes[0].stage, sum(o.rows for o in outcomes), merged)
