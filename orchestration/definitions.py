@@ -25,7 +25,7 @@ import os
 
 import dagster as dg
 
-from orchestration.assets.curation import GROUP as CURATION, curation_assets, ingest_batches
+from orchestration.assets.curation import GROUP as CURATION, curation_assets
 from orchestration.assets.model import model_assets
 from orchestration.automation import new_videos, retrain_schedule
 from orchestration.kubernetes_curation import executor_from_env
@@ -35,7 +35,7 @@ from vmas.curation import STAGES
 
 curate = dg.define_asset_job(
     "curate", selection=dg.AssetSelection.assets(*[n for n, s in STAGES.items() if s.scope == "batch"]),
-    partitions_def=ingest_batches,
+    # partitioned by ingest_batches, as its assets are (this Dagster infers it; partitions_def= is deprecated)
     description=f"The {CURATION} assets that run per ingest batch (a partition), with their checks; a backfill "
                 "runs each batch in its own run. Dataset-scoped stages (train_codec) are not in it: tokenize "
                 "needs the codec they train, or codec.pretrained.")
@@ -79,7 +79,9 @@ def launcher_from_env(env: dict[str, str]) -> TrainingLauncher:
 
 
 def definitions_from_env(env: dict[str, str]) -> dg.Definitions:
-    """The code location as this environment configures it (the variables in this module's docstring)."""
+    """The code location as this environment configures it (the variables in this module's docstring),
+    but for the curation assets' pod tags: ``VMAS_K8S_CURATION_*`` are read from the process's environment
+    when ``orchestration.assets.curation`` is imported."""
     return build_definitions(
         VmasConfig(config_file=env.get("VMAS_CONFIG"), profile=env.get("VMAS_PROFILE"),
                    workers=int(env.get("VMAS_WORKERS", "1")),

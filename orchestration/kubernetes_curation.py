@@ -19,12 +19,13 @@ they are, the others as JSON), like the training launcher's ``VMAS_K8S_<FIELD>``
 """
 
 import json
+import os
 import re
 from decimal import Decimal
 from typing import Any, Mapping
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from vmas.curation import STAGES
 
@@ -36,7 +37,10 @@ K8S_CONFIG_TAG = "dagster-k8s/config"  # what dagster_k8s reads (dagster_k8s.job
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+_TOLERATION_FIELDS = {"key", "operator", "value", "effect", "tolerationSeconds"}
+_TAINT_EFFECTS = {"", "NoSchedule", "PreferNoSchedule", "NoExecute"}
+_QUANTITY = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+                       r"(?:(?P<exponent>[eE][+-]?[0-9]+)|(?P<suffix>[KMGTPE]i|[numkMGTPE]))?")
 _SUFFIX = {"": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3, "M": 10**6,
            "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
            "Pi": 2**50, "Ei": 2**60}
@@ -44,11 +48,13 @@ _SUFFIX = {"": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3
 
 def quantity(text: str) -> Decimal:
     """A Kubernetes quantity (``500m``, ``8``, ``16Gi``, ``1e3``) as a number; ValueError if it is not one."""
-    match = _QUANTITY.match(text.strip())
+    match = _QUANTITY.fullmatch(text)
     if not match:
         raise ValueError(f"{text!r} is not a Kubernetes quantity (like 500m, 8, 16Gi)")
-    number, suffix = Decimal(match.group(1)), match.group(2) or ""
-    return number * Decimal(10) ** int(suffix[1:]) if suffix[:1] in ("e", "E") else number * _SUFFIX[suffix]
+    number = Decimal(match["number"])
+    if match["exponent"]:
+        return number * Decimal(10) ** int(match["exponent"][1:])
+    return number * _SUFFIX[match["suffix"] or ""]
 
 
 class CurationPods(BaseModel):
@@ -62,7 +68,7 @@ class CurationPods(BaseModel):
     limits throttle without protecting anything, so there are none by default.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_default=True)  # a default limit below a set request
 
     gpu_stages: list[str] = Field(["remove_vocals", "train_codec", "tokenize"],
                                   description="Stages whose pods get a GPU; the others are CPU stages.")
@@ -90,21 +96,33 @@ class CurationPods(BaseModel):
             raise ValueError(f"unknown stage(s) {unknown}; the stages are {list(STAGES)}")
         return stages
 
-    @field_validator("cpu", "memory", "gpu_cpu", "gpu_memory", "cpu_limit", "memory_limit", "gpu_cpu_limit",
-                     "gpu_memory_limit")
+    @field_validator("tolerations", "gpu_tolerations")
     @classmethod
-    def _quantity(cls, value: str, info) -> str:
-        if value or not info.field_name.endswith("_limit"):
-            quantity(value)
+    def _tolerations(cls, tolerations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for t in tolerations:  # checked here, so that a typo stops the code location, not a run's step
+            unknown = set(t) - _TOLERATION_FIELDS
+            if unknown:
+                raise ValueError(f"{t}: unknown field(s) {sorted(unknown)}; "
+                                 f"a toleration has {sorted(_TOLERATION_FIELDS)}")
+            if t.get("operator", "Equal") not in ("Equal", "Exists") or t.get("effect", "") not in _TAINT_EFFECTS:
+                raise ValueError(f"{t}: operator is Equal or Exists, effect one of {sorted(_TAINT_EFFECTS)}")
+        return tolerations
+
+    @field_validator("cpu", "memory", "gpu_cpu", "gpu_memory")
+    @classmethod
+    def _request(cls, value: str) -> str:
+        quantity(value)
         return value
 
-    @model_validator(mode="after")
-    def _limits_cover_requests(self) -> "CurationPods":
-        for request, limit in (("cpu", "cpu_limit"), ("memory", "memory_limit"), ("gpu_cpu", "gpu_cpu_limit"),
-                               ("gpu_memory", "gpu_memory_limit")):
-            if getattr(self, limit) and quantity(getattr(self, limit)) < quantity(getattr(self, request)):
-                raise ValueError(f"{limit} {getattr(self, limit)} is below {request} {getattr(self, request)}")
-        return self
+    @field_validator("cpu_limit", "memory_limit", "gpu_cpu_limit", "gpu_memory_limit")
+    @classmethod
+    def _limit(cls, value: str, info: ValidationInfo) -> str:
+        """A quantity, or '' (no limit), at least the request (each limit's field follows its request's)."""
+        if value:
+            request = info.field_name.removesuffix("_limit")
+            if quantity(value) < quantity(info.data.get(request) or "0"):
+                raise ValueError(f"{value} is below the request, {request} {info.data[request]}")
+        return value
 
     def is_gpu_stage(self, stage: str) -> bool:
         return stage in self.gpu_stages
@@ -160,16 +178,13 @@ def curation_pods_from_env(env: Mapping[str, str]) -> CurationPods:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            where = _variable(str(error["loc"][0])) if error["loc"] else f"{ENV_PREFIX}* (together)"
-            problems.append(f"{where}: {error['msg']}")
+            problems.append(f"{_variable(str(error['loc'][0]))}: {error['msg']}")
         raise ValueError("bad curation pod settings: " + "; ".join(problems)) from None
 
 
 def step_tags(stage: str, pods: CurationPods | None = None) -> dict[str, Any]:
     """The op tags of a curation stage's asset: its pod's ``dagster-k8s/config`` (read by the Kubernetes
     executor only). ``pods`` None: :func:`curation_pods_from_env` on this process's environment."""
-    import os
-
     pods = pods if pods is not None else curation_pods_from_env(os.environ)
     return {K8S_CONFIG_TAG: pods.k8s_config(stage)}
 

@@ -50,8 +50,8 @@ def test_every_stage_is_named_the_same_in_module_registry_and_cli():
         assert module.rsplit(".", 1)[1] == name and importlib.import_module(module).STAGE is stage
         assert name in commands, name
         assert all(n in STAGES for n in stage.needs) and stage.title
-    assert list(STAGES) == ["ingest", "probe", "filter_static", "remove_vocals", "clip", "beats", "train_codec",
-                            "tokenize"]
+    assert list(STAGES) == ["ingest", "download", "probe", "filter_static", "remove_vocals", "clip", "beats",
+                            "train_codec", "tokenize"]
 
 
 MODEL_STAGES = ["train", "evaluate", "register"]

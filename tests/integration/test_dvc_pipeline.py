@@ -17,8 +17,8 @@ from vmas.config import load_config
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-STAGES = ["ingest", "probe", "filter_static", "remove_vocals", "clip", "beats", "train_codec", "tokenize", "train",
-          "evaluate", "register"]
+STAGES = ["ingest", "download", "probe", "filter_static", "remove_vocals", "clip", "beats", "train_codec", "tokenize",
+          "train", "evaluate", "register"]
 
 
 def dvc(*args, cwd, check=True) -> subprocess.CompletedProcess:

@@ -20,9 +20,9 @@ from vmas.config import load_config
 
 pytestmark = pytest.mark.slow
 
-ASSETS = ["ingest", "probe", "filter_static", "remove_vocals", "clip", "beats", "train_codec", "tokenize", "train",
-          "evaluate", "register", "generate"]
-CHECKED = ["ingest", "probe", "filter_static", "remove_vocals", "clip", "beats", "tokenize", "evaluate"]
+ASSETS = ["ingest", "download", "probe", "filter_static", "remove_vocals", "clip", "beats", "train_codec", "tokenize",
+          "train", "evaluate", "register", "generate"]
+CHECKED = ["ingest", "download", "probe", "filter_static", "remove_vocals", "clip", "beats", "tokenize", "evaluate"]
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +236,7 @@ def test_a_failing_check_stops_everything_downstream(materialized):
 
     cfg, defs = materialized["cfg"], materialized["defs"]
     batch = materialized["partitions"][0]
-    probe = Manifest(manifest_dir(cfg, "probe"), STAGES["probe"].schema)
+    probe = Manifest(manifest_dir(cfg, "probe"), STAGES["probe"].schema).group(batch)
     row = next(r for r in probe.iter_rows() if r["id"] in batch_video_ids(manifest_dir(cfg, "ingest"), batch))
     probe.append([{**row, "fps": 1000.0}])  # same input and key: "done", so the stage keeps it
     try:
@@ -246,7 +246,8 @@ def test_a_failing_check_stops_everything_downstream(materialized):
     finally:
         probe.append([row])  # the good row supersedes the bad one again
     assert not result.success
-    assert _materialized(result) == {"ingest", "probe"}  # the checked asset itself is written; nothing after it
+    # the checked asset itself is written; nothing after it
+    assert _materialized(result) == {"ingest", "download", "probe"}
     failed = {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations() if not e.passed}
     assert list(failed) == ["probe"]
     assert failed["probe"].metadata["failed: fps in range"].value == 1

@@ -19,9 +19,14 @@ from vmas.layout import manifest_dir
 def _row_stage_command(name: str):
     def command(workers: Workers = 1, limit: Annotated[Optional[int], typer.Option(
                     min=1, help="Process at most this many input rows (a quick look).")] = None,
+                batch: Annotated[Optional[str], typer.Option(
+                    help="Only this ingest batch (what one Dagster partition runs).")] = None,
+                retry_failed: Annotated[bool, typer.Option(
+                    "--retry-failed", help="Try rows that failed before again, whatever the reason.")] = False,
                 progress: Progress = True, config: ConfigFile = None, profile: Profile = None,
                 set_: Overrides = None) -> None:
-        report = run_stage(name, resolve(config, profile, set_), workers=workers, progress=progress, limit=limit)
+        report = run_stage(name, resolve(config, profile, set_), workers=workers, progress=progress, limit=limit,
+                           batch=batch, retry_failed=retry_failed)
         typer.echo(json.dumps(report.as_dict(), indent=2))
 
     command.__doc__ = (f"{STAGES[name].description[:1].upper()}{STAGES[name].description[1:]}.\n\n"
@@ -34,18 +39,21 @@ def _row_stage_command(name: str):
 def ingest_command(
     folders: Annotated[Optional[list[Path]], typer.Argument(help="Folders to scan recursively for videos.")] = None,
     manifest: Annotated[Optional[list[str]], typer.Option(
-        "--manifest", "-m", help="CSV/Parquet listing paths or URIs (column path or uri); fsspec URIs work.")] = None,
+        "--manifest", "-m", help="CSV/Parquet listing paths or URIs (column path or uri): a file, a folder or a "
+                                 "glob, local or any fsspec URL; remote URIs are fetched by `vmas download`.")] = None,
     disco: Annotated[Optional[list[str]], typer.Option(
-        help="DISCO-10M-style metadata Parquet; media is looked up under ingest.media_root.")] = None,
-    batch: Annotated[Optional[str], typer.Option(help="Name of this batch (default: a UTC timestamp).")] = None,
+        help="DISCO-10M (or LAION-DISCO-12M) metadata Parquet: a file, a folder of shards or a glob, local or any "
+             "fsspec URL; streamed, every ingest.batch_rows rows one batch; `vmas download` fetches the videos.")] = None,
+    batch: Annotated[Optional[str], typer.Option(
+        help="Name of a folder scan's batch (default: a UTC timestamp); tables name theirs by file and row.")] = None,
     progress: Progress = True,
     config: ConfigFile = None,
     profile: Profile = None,
     set_: Overrides = None,
 ) -> None:
-    """Register raw videos by content hash (new files append; known ones are skipped).
+    """Register raw videos: files by content hash, metadata rows by URL (known ones are skipped).
 
-    With no source given, scans paths.data_dir.
+    With no source given, scans paths.data_dir. Prints the counts and the batches written.
     """
     cfg = resolve(config, profile, set_)
     if not (folders or manifest or disco):

@@ -7,11 +7,11 @@ is a :class:`~vmas.stage.Stage`: row by row over its upstream manifest, or whole
 """
 
 from vmas.codec import train_codec
-from vmas.curation import beats, clip, filter_static, ingest, probe, remove_vocals, tokenize
+from vmas.curation import beats, clip, download, filter_static, ingest, probe, remove_vocals, tokenize
 from vmas.stage import Stage
 
-STAGES: dict[str, Stage] = {m.STAGE.name: m.STAGE for m in (ingest, probe, filter_static, remove_vocals, clip, beats,
-                                                            train_codec, tokenize)}
+STAGES: dict[str, Stage] = {m.STAGE.name: m.STAGE for m in (ingest, download, probe, filter_static, remove_vocals,
+                                                            clip, beats, train_codec, tokenize)}
 
 
 def _check(stages: dict[str, Stage]) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
+import pyarrow.compute as pc
+
 from vmas.manifest import ID, ROOT_GROUP, Manifest, content_key
 
 if TYPE_CHECKING:
@@ -34,8 +36,10 @@ def unregistered_files(cfg: Config, manifest_root: Path) -> list[Path]:
     """Video files under ``paths.data_dir`` that ingest has not registered under their current path,
     size and time (what a sensor polls: no file is read, only listed). Files with the same bytes as a
     known video under another name stay listed: ingest counts them as duplicates."""
-    known = {(row["path"], row["size_bytes"], row["mtime_ns"])
-             for row in Manifest(manifest_root).iter_rows(["path", "size_bytes", "mtime_ns"])}
+    known = set()
+    for batch in Manifest(manifest_root).iter_batches(["path", "size_bytes", "mtime_ns"], batch_size=65536):
+        batch = batch.filter(pc.is_valid(batch.column(0)))  # files, not URLs waiting for download
+        known.update(zip(*(batch.column(i).to_pylist() for i in range(3))))
     found = []
     for path in scan_folder(Path(cfg.paths.data_dir), cfg.ingest.extensions):
         path = path.resolve()

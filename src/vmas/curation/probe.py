@@ -95,7 +95,7 @@ def _duration(container: av.container.InputContainer, video: av.video.stream.Vid
 STAGE = Stage(
     name="probe",
     title="probed videos",
-    upstream="ingest",
+    upstream="download",
     schema=SCHEMA,
     process=probe_video,
     settings=lambda cfg, out_dir: {},

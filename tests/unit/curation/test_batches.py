@@ -41,6 +41,8 @@ def test_new_files_become_batches_and_a_stage_runs_one_batch_only(cfg):
     ingest(cfg, ingest_root, [data], batch="second", progress=False)
     assert batches(ingest_root) == ["first", "second"] and len(batch_video_ids(ingest_root, "second")) == 1
 
+    for batch in ("second", "first"):  # local files: download passes them through
+        assert run_stage("download", cfg, progress=False, batch=batch).errors == 0
     later = run_stage("probe", cfg, progress=False, batch="second")
     assert (later.processed, later.rows, later.errors) == (1, 1, 0)
     earlier = run_stage("probe", cfg, progress=False, batch="first")

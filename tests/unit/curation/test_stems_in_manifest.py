@@ -55,6 +55,7 @@ def test_stems_beside_a_video_reach_the_manifests_and_none_give_nulls(cfg):
     # a video without stems keeps the key it had before stems were recorded; one with them gets its own
     assert without["key"] == without["id"] and with_["key"] != with_["id"]
 
+    run_stage("download", cfg, progress=False)
     run_stage("probe", cfg, progress=False)
     probed = {r["id"]: r for r in Manifest(manifest_dir(cfg, "probe")).read().to_pylist()}
     for row in rows.values():
