@@ -61,6 +61,7 @@ test-fast: install
 bench: install
 	$(BIN)/python benchmarks/synth.py --out artifacts/benchmarks/synth.json
 	$(BIN)/python benchmarks/curation.py --out artifacts/benchmarks/curation.json
+	$(BIN)/python benchmarks/ingest_disco.py --out artifacts/benchmarks/ingest_disco.json
 	$(BIN)/python benchmarks/codec_encode.py --out artifacts/benchmarks/codec_encode.json
 	$(BIN)/python benchmarks/tokenize_stage.py --out artifacts/benchmarks/tokenize.json
 	$(BIN)/python benchmarks/train_step.py --out artifacts/benchmarks/train_step.json

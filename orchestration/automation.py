@@ -7,16 +7,18 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.assets.curation import GROUP as CURATION, ingest_batches
+from orchestration.assets.curation import BATCH_ASSETS, ingest_batches
 from orchestration.resources import VmasConfig
 
 RETRAIN_ASSETS = ["train", "evaluate", "register"]
 
 
-@dg.sensor(name="new_videos", target=dg.AssetSelection.groups(CURATION), minimum_interval_seconds=60,
+@dg.sensor(name="new_videos", target=dg.AssetSelection.assets(*BATCH_ASSETS), minimum_interval_seconds=60,
            description="New video files under paths.data_dir (for example after `dvc pull` of a changed data.dvc) "
                        "become an ingest batch: a new partition of the curation assets, and a run that curates it. "
-                       "Batches ingested outside Dagster (`vmas ingest`, `dvc repro`) become partitions too.")
+                       "Batches ingested outside Dagster (`vmas ingest --disco`, `dvc repro`) become partitions too, "
+                       "each its own run (queued: the run coordinator bounds how many run at once). The codec, "
+                       "trained on every batch's clips, is not part of these runs.")
 def new_videos(context: dg.SensorEvaluationContext, vmas: VmasConfig):
     from vmas.curation.batches import batch_name, batches, unregistered_files
     from vmas.layout import manifest_dir

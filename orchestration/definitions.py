@@ -25,7 +25,7 @@ import os
 
 import dagster as dg
 
-from orchestration.assets.curation import GROUP as CURATION, curation_assets
+from orchestration.assets.curation import BATCH_ASSETS, GROUP as CURATION, curation_assets
 from orchestration.assets.model import model_assets
 from orchestration.automation import new_videos, retrain_schedule
 from orchestration.kubernetes_curation import executor_from_env
@@ -34,7 +34,7 @@ from orchestration.resources import LocalTrainingLauncher, MlflowTracking, Train
 from vmas.curation import STAGES
 
 curate = dg.define_asset_job(
-    "curate", selection=dg.AssetSelection.assets(*[n for n, s in STAGES.items() if s.scope == "batch"]),
+    "curate", selection=dg.AssetSelection.assets(*BATCH_ASSETS),
     # partitioned by ingest_batches, as its assets are (this Dagster infers it; partitions_def= is deprecated)
     description=f"The {CURATION} assets that run per ingest batch (a partition), with their checks; a backfill "
                 "runs each batch in its own run. Dataset-scoped stages (train_codec) are not in it: tokenize "

@@ -129,4 +129,6 @@ def row_stage_asset(name: str) -> dg.AssetsDefinition:
     return _asset
 
 
+# the stages a partition run curates (what the new-video sensor starts and the `curate` job backfills)
+BATCH_ASSETS = [n for n, s in STAGES.items() if s.scope == "batch"]
 curation_assets = [row_stage_asset(n) if s.row_wise else whole_stage_asset(n) for n, s in STAGES.items()]
