@@ -31,7 +31,6 @@ from orchestration.automation import new_videos, retrain_schedule
 from orchestration.kubernetes_curation import executor_from_env
 from orchestration.kubernetes_training import KubernetesTrainingLauncher, TrainingJobSpec
 from orchestration.resources import LocalTrainingLauncher, MlflowTracking, TrainingLauncher, VmasConfig
-from vmas.curation import STAGES
 
 curate = dg.define_asset_job(
     "curate", selection=dg.AssetSelection.assets(*BATCH_ASSETS),
