@@ -290,14 +290,17 @@ def _child_download(spec: dict) -> dict:
     started = time.perf_counter()
     report = run_stage("download", cfg, batch=counts["batch"], progress=False)
     seconds = time.perf_counter() - started
-    done = Manifest(manifest_dir(cfg, "download")).group(counts["batch"]).read(["bytes", "status", ERROR]).to_pylist()
+    group = Manifest(manifest_dir(cfg, "download")).group(counts["batch"])
+    done = group.read(["bytes", "status", "attempts", ERROR]).to_pylist()
     ok = [r for r in done if r[ERROR] is None]
     errors = [r[ERROR] for r in done if r[ERROR] is not None]
     size = sum(r["bytes"] or 0 for r in ok) / MB
+    attempts = [r["attempts"] or 0 for r in done]
     return {"rows": spec["rows"], "ingested": counts["new"], "files": len(ok), "mb": round(size, 2),
             "seconds": round(seconds, 2), "files_per_second": round(len(ok) / seconds, 2) if seconds else None,
             "mb_per_second": round(size / seconds, 2) if seconds else None, "errors": len(errors),
             "errors_by_reason": report.errors_by_reason, "first_errors": errors[:3],
+            "retried": sum(a > 1 for a in attempts),
             "statuses": sorted({r["status"] for r in ok}), "workers": cfg.download.workers,
             "command": cfg.download.command, "peak_rss_mb": _peak_rss_mb(),
             "peak_rss_subprocess_mb": _peak_rss_mb(resource.RUSAGE_CHILDREN)}
@@ -325,7 +328,7 @@ def _serve(body: bytes):
     """A ThreadingHTTPServer on 127.0.0.1 serving ``body`` as ``/v/<anything>.mp4`` (with ranges)."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    served = {"requests": 0}
+    served = {"requests": 0, "errors": []}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -368,8 +371,14 @@ def _serve(body: bytes):
             if data:
                 self.wfile.write(data)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 256  # listen backlog: the default 5 drops connections of 8+ threads (1 s SYN retries)
+
+        def handle_error(self, request, client_address):  # counted, not printed
+            served["errors"].append(repr(sys.exc_info()[1]))
+
+    server = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, name="media-server", daemon=True)
     thread.start()
     return server, served
@@ -442,13 +451,14 @@ def bench_download(args, work: Path) -> dict:
             if command is not None:
                 overrides.append(f"download.command={command}")
             print(f"downloading {rows} files ({name}) ...", file=sys.stderr, flush=True)
-            before = served["requests"]
+            before, errors_before = served["requests"], len(served["errors"])
             result = _run_child("download", {"profile": args.profile, "overrides": overrides, "file": str(table),
                                              "rows": rows}, pin=False)
             if "skipped" in result:
                 print(f"download: skipped: {result['skipped']}", file=sys.stderr)
                 return {**out, **result}
-            out[name] = {**result, "http_requests": served["requests"] - before}
+            out[name] = {**result, "http_requests": served["requests"] - before,
+                         "server_errors": served["errors"][errors_before:][:5]}
             if not args.keep:
                 shutil.rmtree(folder, ignore_errors=True)
     finally:

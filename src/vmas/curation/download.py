@@ -428,5 +428,5 @@ STAGE = Stage(
     threads=lambda cfg: cfg.download.workers,
     retry_errors=("transient",),
     unkeyed=("command", "workers", "per_host_per_s", "retries", "backoff_s", "timeout_s", "max_bytes"),
-    input_fields=("id", "path", "url"),
+    input_fields=("id", "path", "url", "key"),  # ingest's key covers the reference stems it recorded
 )

@@ -128,8 +128,9 @@ def _record_batches(file: str, columns: list[str] | None, read_rows: int) -> Ite
 
     with fsspec.open(file, "rb", compression="infer") as f:
         if file.endswith(".parquet"):
-            # buffer_size: read column chunks in 1 MiB pieces, not a whole row group's at once
-            table = pq.ParquetFile(f, buffer_size=1 << 20)
+            # read column chunks in 1 MiB pieces, and keep nothing read: pre_buffer (the default) caches
+            # every row group read until the file is closed (apache/arrow#39808), so memory grew with rows
+            table = pq.ParquetFile(f, buffer_size=1 << 20, pre_buffer=False)
             names = table.schema_arrow.names
             wanted = None if columns is None else [c for c in columns if c in names]
             yield from table.iter_batches(batch_size=read_rows, columns=wanted)

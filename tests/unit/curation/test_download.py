@@ -389,7 +389,7 @@ def test_settings_and_stage(demo_config, tmp_path):
     assert STAGE.name == "download" and STAGE.upstream == "ingest" and STAGE.process is download_video
     assert STAGE.settings is settings and STAGE.threads(demo_config) == 8
     assert STAGE.retry_errors == ("transient",) and set(STAGE.unkeyed) < set(got)
-    assert STAGE.input_fields == ("id", "path", "url")
+    assert STAGE.input_fields == ("id", "path", "url", "key")
     assert {"path", "url", "status", "bytes", "seconds", "attempts", *REFERENCE_COLUMNS} <= set(SCHEMA.names)
 
 
