@@ -33,6 +33,13 @@ def _child(stage: str, artifacts: str, data: str) -> None:
     else:
         report = run_stage(stage, cfg, workers=1, progress=False)
         rows, extra = report.processed, report.extra
+        if stage == "probe":  # how long the videos are: the plan in benchmarks/disco_plan.py scales by it
+            from vmas.curation import STAGES
+            from vmas.manifest import Manifest
+
+            durations = [r["duration_s"] for r in Manifest(manifest_dir(cfg, stage), STAGES[stage].schema)
+                         .iter_rows(["duration_s", "error"]) if r["error"] is None]
+            extra = {**extra, "mean_duration_s": round(sum(durations) / max(len(durations), 1), 2)}
     seconds = time.perf_counter() - started
     peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     print(json.dumps({"stage": stage, "rows": rows, "seconds": round(seconds, 2),
