@@ -77,21 +77,23 @@ class KnownIds:
     stable within one process, which is all this filter lives for.
     """
 
-    def __init__(self):
+    def __init__(self, manifest: Manifest | None = None):
+        """``manifest``: the ids to start from, read at the first lookup (a run with nothing to add reads none)."""
         self._runs: list[np.ndarray] = []
+        self._pending = manifest
 
-    @classmethod
-    def of(cls, manifest: Manifest) -> "KnownIds":
-        known = cls()
-        for batch in manifest.iter_batches([ID], batch_size=65536):
-            known.add(batch.column(0).to_pylist())
-        return known
+    def _load(self) -> None:
+        if self._pending is not None:
+            manifest, self._pending = self._pending, None
+            for batch in manifest.iter_batches([ID], batch_size=65536):
+                self.add(batch.column(0).to_pylist())
 
     @staticmethod
     def _hashes(ids: list[str]) -> np.ndarray:
         return np.fromiter((hash(i) for i in ids), dtype=np.int64, count=len(ids))
 
     def add(self, ids: list[str]) -> None:
+        self._load()
         if not ids:
             return
         self._runs.append(np.unique(self._hashes(ids)))
@@ -101,6 +103,7 @@ class KnownIds:
 
     def contains(self, ids: list[str]) -> np.ndarray:
         """A boolean per id: already known."""
+        self._load()
         hashes = self._hashes(ids)
         found = np.zeros(len(hashes), dtype=bool)
         for run in self._runs:
@@ -109,6 +112,7 @@ class KnownIds:
         return found
 
     def __len__(self) -> int:
+        self._load()
         return sum(len(r) for r in self._runs)
 
 
@@ -148,7 +152,7 @@ def ingest(cfg: Config, manifest_root: Path, folders: Iterable[Path] = (), path_
     """
     folders, path_manifests, disco = list(folders), list(path_manifests), list(disco)
     out = Manifest(manifest_root, SCHEMA)
-    known = KnownIds.of(out)
+    known = KnownIds(out)
     counts = {"new": 0, "known": 0, "duplicate": 0, "unreadable": 0, "rejected": 0, "batches": []}
     rejected = _Rejected(manifest_root.parent / REJECTED_FILE)
     try:
@@ -193,9 +197,14 @@ def _ingest_folders(cfg: Config, out: Manifest, folders: list[Path], batch: str,
     for folder in folders:
         if not Path(folder).is_dir():
             raise NotADirectoryError(f"{folder}: not a folder")
-    cached = {(r["path"], r["size_bytes"], r["mtime_ns"]): r[ID]
-              for r in out.iter_rows([ID, "path", "size_bytes", "mtime_ns", "source"]) if r["source"] == "folder"}
     files = [p for folder in folders for p in scan_folder(Path(folder), cfg.ingest.extensions)]
+    if not files:  # a cluster's data folder is often empty (its videos come from tables): read nothing
+        return
+    cached = {}
+    for rows in out.iter_batches([ID, "path", "size_bytes", "mtime_ns", "source"], batch_size=65536):
+        rows = rows.filter(pc.equal(rows.column(4), "folder"))  # URL rows (most, at scale) are not files
+        cached.update({(p, size, mtime): vid for vid, p, size, mtime in zip(*(rows.column(i).to_pylist()
+                                                                                for i in range(4)))})
     new_rows: list[dict] = []
     for path in tqdm(files, desc="ingest", unit="file", disable=not progress):
         row = _file_row(path, "folder", {}, batch, cached, known, counts)
