@@ -83,7 +83,7 @@ def test_the_whole_graph_materialises_and_every_check_passes(materialized):
     results, cfg = materialized["results"], materialized["cfg"]
     # curation of the one batch, the codec, its tokens, then the model: each run a success
     assert [sorted(_materialized(r)) for r in results] == [
-        sorted(ASSETS[:6]), ["train_codec"], ["tokenize"], sorted(ASSETS[8:])]
+        sorted(ASSETS[:7]), ["train_codec"], ["tokenize"], sorted(ASSETS[9:])]
     assert all(r.success for r in results)
     assert _materialized(results) == set(ASSETS)
     checks = {e.asset_key.to_user_string(): e for r in results for e in r.get_asset_check_evaluations()}

@@ -133,7 +133,11 @@ def url_host(url: str) -> str:
 
 
 def settings(cfg: Config, out_dir: Path) -> dict:
-    """The stage's parameters: ``cfg.download``, where fetched media may already be, and where to write."""
+    """The stage's parameters: ``cfg.download``, where fetched media may already be, and where to write.
+
+    The output folder is made here, once per run, even when every video is local and nothing is
+    fetched: it is the stage's declared output (``dvc.yaml``), which must exist after a run."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     d = cfg.download
     return {
         "command": d.command,
