@@ -252,7 +252,7 @@ def _child_ingest(spec: dict) -> dict:
     if hasattr(os, "sched_setaffinity"):  # also when taskset pinned it already
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     rss_start = _rss_now_mb()
-    from vmas.curation.ingest import REJECTED_FILE, ingest
+    from vmas.curation.ingest import REJECTED_DIR, ingest
     from vmas.layout import manifest_dir
 
     cfg = _config(spec)
@@ -266,7 +266,7 @@ def _child_ingest(spec: dict) -> dict:
             "rows_per_second": round(rows / seconds) if seconds else None, "peak_rss_mb": _peak_rss_mb(),
             "rss_at_start_mb": rss_start, "rss_after_import_mb": rss_import,
             "manifest_mb": _size_mb(manifest_dir(cfg, "ingest")),
-            "rejected_mb": _size_mb(manifest_dir(cfg, "ingest").parent / REJECTED_FILE),
+            "rejected_mb": _size_mb(manifest_dir(cfg, "ingest").parent / REJECTED_DIR),
             "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
 
 

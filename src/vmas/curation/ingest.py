@@ -10,7 +10,7 @@ Three kinds of source, one manifest:
   (:mod:`vmas.curation.sources`). A row is a URL to fetch (the ``download`` stage does), with id
   ``yt-<youtube id>``; its metadata stays as typed columns (the 512-d audio embedding as a float32
   fixed-size list). Rows whose source duration is outside ``ingest.min/max_duration_s``, or that
-  have no URL, are set aside with their reason in ``ingest.rejected.parquet``, before any download.
+  have no URL, are set aside with their reason in ``ingest.rejected/<batch>.parquet``, before any download.
 - **path lists** (CSV/Parquet with a ``path``/``uri`` column): local files are hashed like a
   folder's; remote URIs become URL rows for ``download``. Other columns are kept in ``meta`` (JSON).
 
@@ -58,7 +58,7 @@ SCHEMA = schema_with(
 )
 REJECTED_SCHEMA = pa.schema([pa.field("source", pa.string()), pa.field("row", pa.int64()),
                              pa.field("url", pa.string()), pa.field("reason", pa.string())])
-REJECTED_FILE = "ingest.rejected.parquet"
+REJECTED_DIR = "ingest.rejected"  # beside the manifests: one Parquet file per chunk with rejected rows
 PATH_COLUMNS = ("path", "uri", "video", "video_path", "file")
 # a path list's columns that name a video's reference stems (a manifest column, or its short name)
 STEM_COLUMNS = {REFERENCE_INSTRUMENTAL: (REFERENCE_INSTRUMENTAL, "instrumental_path"),
@@ -117,29 +117,22 @@ class KnownIds:
 
 
 class _Rejected:
-    """``ingest.rejected.parquet``: table rows set aside, with their reason, written as they come."""
+    """``ingest.rejected/<batch>.parquet``: the rows of a table's chunk set aside, with their reason.
 
-    def __init__(self, target: Path):
-        self.target, self._writer, self._tmp, self.count = target, None, None, 0
+    One file per chunk (the batch it would have been), written atomically, so that ingests of
+    different sources on different machines never write the same file, and a re-run rewrites it."""
 
-    def add(self, source: str, rows: list[int], urls: list[str | None], reasons: list[str]) -> None:
+    def __init__(self, folder: Path):
+        self.folder, self.count = folder, 0
+
+    def add(self, batch: str, source: str, rows: list[int], urls: list[str | None], reasons: list[str]) -> None:
         if not rows:
             return
-        if self._writer is None:
-            self.target.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = self.target.with_name(f".{self.target.name}.{time.time_ns()}.tmp")
-            self._writer = pq.ParquetWriter(self._tmp, REJECTED_SCHEMA)
-        self._writer.write_table(pa.table({"source": [source] * len(rows), "row": rows, "url": urls,
-                                           "reason": reasons}, schema=REJECTED_SCHEMA))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.folder / f"{batch}.parquet") as tmp:
+            pq.write_table(pa.table({"source": [source] * len(rows), "row": rows, "url": urls, "reason": reasons},
+                                    schema=REJECTED_SCHEMA), tmp)
         self.count += len(rows)
-
-    def close(self, keep: bool) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            if keep:
-                self._tmp.replace(self.target)
-            else:
-                self._tmp.unlink(missing_ok=True)
 
 
 def ingest(cfg: Config, manifest_root: Path, folders: Iterable[Path] = (), path_manifests: Iterable[str] = (),
@@ -154,22 +147,19 @@ def ingest(cfg: Config, manifest_root: Path, folders: Iterable[Path] = (), path_
     out = Manifest(manifest_root, SCHEMA)
     known = KnownIds(out)
     counts = {"new": 0, "known": 0, "duplicate": 0, "unreadable": 0, "rejected": 0, "batches": []}
-    rejected = _Rejected(manifest_root.parent / REJECTED_FILE)
-    try:
-        if folders:
-            _ingest_folders(cfg, out, folders, batch or time.strftime("batch-%Y%m%d-%H%M%S", time.gmtime()),
-                            known, counts, progress)
-        for uri, source in [*((u, "manifest") for u in path_manifests), *((u, "disco") for u in disco)]:
-            columns = None if source == "manifest" else METADATA_SOURCE_COLUMNS
-            with tqdm(desc=f"ingest {Path(uri).name}", unit="row", disable=not progress) as bar:
-                for chunk in read_chunks(uri, columns, cfg.ingest.batch_rows):
-                    rows = (_path_list_rows(cfg, out, chunk, known, counts, rejected) if source == "manifest"
-                            else _metadata_rows(cfg, chunk, known, counts, rejected))
-                    if rows is not None and len(rows):
-                        _write(out.group(chunk.batch), rows, counts, chunk.batch)
-                    bar.update(chunk.rows.num_rows)
-    finally:
-        rejected.close(keep=bool(path_manifests or disco))
+    rejected = _Rejected(manifest_root.parent / REJECTED_DIR)
+    if folders:
+        _ingest_folders(cfg, out, folders, batch or time.strftime("batch-%Y%m%d-%H%M%S", time.gmtime()),
+                        known, counts, progress)
+    for uri, source in [*((u, "manifest") for u in path_manifests), *((u, "disco") for u in disco)]:
+        columns = None if source == "manifest" else METADATA_SOURCE_COLUMNS
+        with tqdm(desc=f"ingest {Path(uri).name}", unit="row", disable=not progress) as bar:
+            for chunk in read_chunks(uri, columns, cfg.ingest.batch_rows):
+                rows = (_path_list_rows(cfg, out, chunk, known, counts, rejected) if source == "manifest"
+                        else _metadata_rows(cfg, chunk, known, counts, rejected))
+                if rows is not None and len(rows):
+                    _write(out.group(chunk.batch), rows, counts, chunk.batch)
+                bar.update(chunk.rows.num_rows)
     counts["rejected"] = rejected.count
     counts["batch"] = counts["batches"][0] if len(counts["batches"]) == 1 else None
     log.info("ingest: %d new in %d batches, %d already known, %d duplicates, %d rejected, %d unreadable",
@@ -264,7 +254,8 @@ def _metadata_rows(cfg: Config, chunk: Chunk, known: KnownIds, counts: dict, rej
         reasons = ["no_url: no URL or YouTube id" if not has_url[i].as_py() else
                    f"duration: {d:g} s is outside [{cfg.ingest.min_duration_s:g}, {cfg.ingest.max_duration_s:g}]"
                    for i, d in zip(bad, durations)]
-        rejected.add(chunk.file, (chunk.start + bad).tolist(), url.take(pa.array(bad)).to_pylist(), reasons)
+        rejected.add(chunk.batch, chunk.file, (chunk.start + bad).tolist(), url.take(pa.array(bad)).to_pylist(),
+                     reasons)
     id_list = ids.to_pylist()
     url_list = url.to_pylist()
     keep_mask = ok.to_numpy(zero_copy_only=False).copy()
@@ -344,7 +335,8 @@ def _path_list_rows(cfg: Config, out: Manifest, chunk: Chunk, known: KnownIds, c
             new = _file_row(_local_path(target, base), "manifest", meta, chunk.batch, cached, known, counts, extra)
             if new is not None:
                 rows.append(new)
-    rejected.add(chunk.file, [chunk.start + o for o, _, _ in bad], [u for _, u, _ in bad], [r for _, _, r in bad])
+    rejected.add(chunk.batch, chunk.file, [chunk.start + o for o, _, _ in bad], [u for _, u, _ in bad],
+                 [r for _, _, r in bad])
     return rows or None
 
 

@@ -74,7 +74,7 @@ def test_disco_rows_become_url_rows_with_typed_metadata_and_rejects_listed(cfg, 
     assert row["track_id"] == "t1" and abs(row["similarity_audio"] - 0.8) < 1e-6 and row["video_duration_s"] == 30.0
     assert Manifest(root, SCHEMA).read().schema.field("audio_embedding").type == pa.list_(pa.float32(), 512)
     assert row["audio_embedding"][:2] == [0.0, 1 / 512] and row["batch"] == counts["batch"]
-    rejected = pq.read_table(tmp_path / "a" / "manifests" / "ingest.rejected.parquet").to_pylist()
+    rejected = pq.read_table(tmp_path / "a" / "manifests" / "ingest.rejected").to_pylist()  # a file per batch
     assert sorted((r["row"], r["reason"].split(":")[0]) for r in rejected) == [(1, "duration"), (2, "no_url")]
     again = ingest(cfg, root, disco=[str(tmp_path / "disco.parquet")], progress=False)
     assert (again["new"], again["known"]) == (0, 1)
