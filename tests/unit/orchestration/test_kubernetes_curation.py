@@ -13,6 +13,20 @@ from orchestration.kubernetes_curation import (GPU_RESOURCE, GPU_TOLERATION, Cur
                                                executor_from_env, quantity, step_tags)
 from vmas.curation import STAGES
 
+
+@pytest.fixture
+def live_instance():
+    """Resolving a job needs a current Dagster instance: one that an earlier test left entered may leave
+    its dead state storage current when it is collected (seen after the orchestration tests), so
+    collect it first and resolve inside a live ephemeral one."""
+    import gc
+
+    import dagster as dg
+
+    gc.collect()
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
 K8S_VERSION = "1.33"
 VALUES = Path(__file__).resolve().parents[3] / "k8s" / "dagster" / "values.yaml"
 
@@ -112,7 +126,7 @@ def test_remove_vocals_gets_a_gpu_node_and_no_cpu_stage_asks_for_a_gpu():
             assert resources["requests"] == {"cpu": "8", "memory": "16Gi"} and resources["limits"] == {"memory": "32Gi"}
 
 
-def test_the_executor_reads_the_tags_from_the_run_plan(repo):
+def test_the_executor_reads_the_tags_from_the_run_plan(repo, live_instance):
     """``K8sStepHandler`` takes a step's tags from the run's execution plan: they are the asset's op tags."""
     from dagster._core.execution.api import create_execution_plan
 
@@ -208,7 +222,7 @@ def test_the_executor_is_kubernetes_only_when_asked():
 
 
 @pytest.mark.parametrize("executor", ["", "k8s"])
-def test_the_definitions_run_their_steps_as_vmas_executor_says(repo, executor):
+def test_the_definitions_run_their_steps_as_vmas_executor_says(repo, executor, live_instance):
     from orchestration.assets.curation import ingest_batches
     from orchestration.definitions import definitions_from_env
 
