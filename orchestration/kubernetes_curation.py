@@ -78,6 +78,11 @@ class CurationPods(BaseModel):
     memory_limit: str = Field("32Gi", description="Memory limit of a CPU stage's pod ('': none).")
     node_selector: dict[str, str] = Field({}, description="Labels of the nodes CPU stages run on ({}: any untainted).")
     tolerations: list[dict[str, Any]] = Field([], description="Tolerations of CPU stages' pods.")
+    network_stages: list[str] = Field(["download"], description="CPU stages that mostly wait on the network "
+                                                                 "(threads, not processes): a small pod.")
+    network_cpu: str = Field("2", description="CPU a network stage's pod requests.")
+    network_memory: str = Field("2Gi", description="Memory a network stage's pod requests.")
+    network_memory_limit: str = Field("4Gi", description="Memory limit of a network stage's pod ('': none).")
     gpus: int = Field(1, ge=1, description=f"{GPU_RESOURCE} a GPU stage's pod requests (and is limited to).")
     gpu_cpu: str = Field("6", description="CPU a GPU stage's pod requests.")
     gpu_cpu_limit: str = Field("", description="CPU limit of a GPU stage's pod ('': none).")
@@ -88,7 +93,7 @@ class CurationPods(BaseModel):
                                                           '{"cloud.google.com/gke-accelerator": "nvidia-l4"}).')
     gpu_tolerations: list[dict[str, Any]] = Field([GPU_TOLERATION], description="Tolerations of GPU stages' pods.")
 
-    @field_validator("gpu_stages")
+    @field_validator("gpu_stages", "network_stages")
     @classmethod
     def _known_stages(cls, stages: list[str]) -> list[str]:
         unknown = [s for s in stages if s not in STAGES]
@@ -108,13 +113,13 @@ class CurationPods(BaseModel):
                 raise ValueError(f"{t}: operator is Equal or Exists, effect one of {sorted(_TAINT_EFFECTS)}")
         return tolerations
 
-    @field_validator("cpu", "memory", "gpu_cpu", "gpu_memory")
+    @field_validator("cpu", "memory", "gpu_cpu", "gpu_memory", "network_cpu", "network_memory")
     @classmethod
     def _request(cls, value: str) -> str:
         quantity(value)
         return value
 
-    @field_validator("cpu_limit", "memory_limit", "gpu_cpu_limit", "gpu_memory_limit")
+    @field_validator("cpu_limit", "memory_limit", "gpu_cpu_limit", "gpu_memory_limit", "network_memory_limit")
     @classmethod
     def _limit(cls, value: str, info: ValidationInfo) -> str:
         """A quantity, or '' (no limit), at least the request (each limit's field follows its request's)."""
@@ -130,8 +135,12 @@ class CurationPods(BaseModel):
     def k8s_config(self, stage: str) -> dict:
         """The ``dagster-k8s/config`` of a stage's step pod (``UserDefinedDagsterK8sConfig``'s keys)."""
         gpu = self.is_gpu_stage(stage)
-        cpu, cpu_limit = (self.gpu_cpu, self.gpu_cpu_limit) if gpu else (self.cpu, self.cpu_limit)
-        memory, memory_limit = (self.gpu_memory, self.gpu_memory_limit) if gpu else (self.memory, self.memory_limit)
+        if gpu:
+            cpu, cpu_limit, memory, memory_limit = self.gpu_cpu, self.gpu_cpu_limit, self.gpu_memory, self.gpu_memory_limit
+        elif stage in self.network_stages:  # downloads: threads waiting on the network, not 8 busy cores
+            cpu, cpu_limit, memory, memory_limit = self.network_cpu, "", self.network_memory, self.network_memory_limit
+        else:
+            cpu, cpu_limit, memory, memory_limit = self.cpu, self.cpu_limit, self.memory, self.memory_limit
         requests = {"cpu": cpu, "memory": memory}
         limits = {k: v for k, v in (("cpu", cpu_limit), ("memory", memory_limit)) if v}
         if gpu:  # an extended resource: its request must equal its limit

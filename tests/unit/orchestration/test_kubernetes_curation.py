@@ -123,7 +123,13 @@ def test_remove_vocals_gets_a_gpu_node_and_no_cpu_stage_asks_for_a_gpu():
             assert GPU_RESOURCE not in resources.get("requests", {}) and GPU_RESOURCE not in resources.get("limits", {})
             assert not pod.get("tolerations") and not pod.get("nodeSelector")  # off the tainted GPU nodes
             # the step's own size replaces the code server's (32Gi), which run pods inherit
-            assert resources["requests"] == {"cpu": "8", "memory": "16Gi"} and resources["limits"] == {"memory": "32Gi"}
+            if stage in pods.network_stages:  # download: threads waiting on the network, a small pod
+                assert resources["requests"] == {"cpu": "2", "memory": "2Gi"}
+                assert resources["limits"] == {"memory": "4Gi"}
+            else:
+                assert resources["requests"] == {"cpu": "8", "memory": "16Gi"}
+                assert resources["limits"] == {"memory": "32Gi"}
+    assert pods.network_stages == ["download"]
 
 
 def test_the_executor_reads_the_tags_from_the_run_plan(repo, live_instance):
