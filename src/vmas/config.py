@@ -79,7 +79,19 @@ class PathsConfig(_Section):
     artifacts_dir: Path = Path("artifacts")
 
 
-class SynthConfig(_Section):
+class _DurationRange(_Section):
+    """A section with ``min_duration_s`` and ``max_duration_s``, checked to be in order."""
+
+    @model_validator(mode="after")
+    def _durations_ordered(self):
+        if self.min_duration_s > self.max_duration_s:
+            raise ValueError(
+                f"min_duration_s ({self.min_duration_s}) must not exceed max_duration_s ({self.max_duration_s})"
+            )
+        return self
+
+
+class SynthConfig(_DurationRange):
     """The embedded synthetic music-video set (``vmas synth``)."""
 
     n: PositiveInt
@@ -93,14 +105,6 @@ class SynthConfig(_Section):
     fps_choices: Annotated[list[Literal[24, 25, 30]], Field(min_length=1)]
     sample_rate_choices: Annotated[list[Literal[32000, 44100, 48000]], Field(min_length=1)]
     genres: Annotated[list[Genre], Field(min_length=1)]
-
-    @model_validator(mode="after")
-    def _durations_ordered(self) -> "SynthConfig":
-        if self.min_duration_s > self.max_duration_s:
-            raise ValueError(
-                f"min_duration_s ({self.min_duration_s}) must not exceed max_duration_s ({self.max_duration_s})"
-            )
-        return self
 
 
 class AudioConfig(_Section):
@@ -125,7 +129,7 @@ class ClipConfig(_Section):
     hop_seconds: PositiveFloat
 
 
-class IngestConfig(_Section):
+class IngestConfig(_DurationRange):
     """Where raw videos come from, besides the folders and manifests named on the command line.
 
     Metadata tables (DISCO-10M, LAION-DISCO-12M, path lists) are streamed: every ``batch_rows`` rows
@@ -151,13 +155,6 @@ class IngestConfig(_Section):
                 raise ValueError("ingest.downloader has moved: downloads are the `download` stage; set "
                                  "download.command instead")
         return data
-
-    @model_validator(mode="after")
-    def _durations_ordered(self) -> "IngestConfig":
-        if self.min_duration_s > self.max_duration_s:
-            raise ValueError(f"min_duration_s ({self.min_duration_s}) must not exceed max_duration_s "
-                             f"({self.max_duration_s})")
-        return self
 
 
 YT_DLP = ("yt-dlp --quiet --no-warnings --no-progress --no-playlist --retries 0 --socket-timeout 30 "

@@ -62,11 +62,13 @@ def _stored_type(kind: pa.DataType) -> pa.DataType:
     return pa.list_(kind.value_type) if pa.types.is_fixed_size_list(kind) else kind
 
 
+def _stored_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f.with_type(_stored_type(f.type)) for f in schema], metadata=schema.metadata)
+
+
 def _stored(table: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
-    schema = table.schema
-    if not any(pa.types.is_fixed_size_list(f.type) for f in schema):
-        return table
-    return table.cast(pa.schema([f.with_type(_stored_type(f.type)) for f in schema], metadata=schema.metadata))
+    stored = _stored_schema(table.schema)
+    return table if stored == table.schema else table.cast(stored)
 
 
 def _part_order(path: Path) -> tuple[int, str]:
@@ -177,12 +179,9 @@ class Manifest:
 
     def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Columns kept as another type on disk (see :func:`_stored_type`) back to the schema's type."""
-        if self.schema is None:
-            return batch
-        names = set(self.schema.names)
-        fields = [self.schema.field(f.name) if f.name in names and f.type != self.schema.field(f.name).type
-                  and pa.types.is_fixed_size_list(self.schema.field(f.name).type) else f for f in batch.schema]
-        return batch.cast(pa.schema(fields)) if fields != list(batch.schema) else batch
+        fixed = {} if self.schema is None else {f.name: f for f in self.schema if pa.types.is_fixed_size_list(f.type)}
+        wanted = pa.schema([fixed.get(f.name, f) for f in batch.schema])
+        return batch if wanted == batch.schema else batch.cast(wanted)
 
     def iter_rows(self, columns: list[str] | None = None) -> Iterator[dict]:
         for batch in self.iter_batches(columns):
@@ -213,8 +212,7 @@ class Manifest:
         if not parts or (len(parts) == 1 and keep is None):
             return
         target = self._next_part()
-        schema = pq.read_schema(parts[-1]) if self.schema is None else \
-            pa.schema([f.with_type(_stored_type(f.type)) for f in self.schema])
+        schema = pq.read_schema(parts[-1]) if self.schema is None else _stored_schema(self.schema)
         with atomic_path(target) as tmp:
             with pq.ParquetWriter(tmp, schema) as writer:
                 for batch in self._iter_own(None, 1024):

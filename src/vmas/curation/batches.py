@@ -32,14 +32,22 @@ def video_id(row: dict) -> str:
     return row.get("video_id") or row[ID]
 
 
+def registered_files(manifest: Manifest) -> dict[tuple[str, int, int], str]:
+    """``(path, size, mtime) -> id`` of every file row of an ingest manifest (or one batch's group): what
+    ingest need not hash again, and what the sensor need not call new. URL rows (most, at DISCO
+    scale) have no path and are left out, column-wise, before any row becomes a Python object."""
+    files = {}
+    for rows in manifest.iter_batches([ID, "path", "size_bytes", "mtime_ns"], batch_size=65536):
+        rows = rows.filter(pc.is_valid(rows.column(1)))
+        files.update({(p, size, mtime): vid for vid, p, size, mtime in zip(*(c.to_pylist() for c in rows.columns))})
+    return files
+
+
 def unregistered_files(cfg: Config, manifest_root: Path) -> list[Path]:
     """Video files under ``paths.data_dir`` that ingest has not registered under their current path,
     size and time (what a sensor polls: no file is read, only listed). Files with the same bytes as a
     known video under another name stay listed: ingest counts them as duplicates."""
-    known = set()
-    for batch in Manifest(manifest_root).iter_batches(["path", "size_bytes", "mtime_ns"], batch_size=65536):
-        batch = batch.filter(pc.is_valid(batch.column(0)))  # files, not URLs waiting for download
-        known.update(zip(*(batch.column(i).to_pylist() for i in range(3))))
+    known = registered_files(Manifest(manifest_root))
     found = []
     for path in scan_folder(Path(cfg.paths.data_dir), cfg.ingest.extensions):
         path = path.resolve()

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from vmas.config import Config
-from vmas.curation.batches import scan_folder
+from vmas.curation.batches import registered_files, scan_folder
 from vmas.curation.sources import (METADATA_COLUMNS, METADATA_FIELDS, YOUTUBE_WATCH, Chunk, metadata_columns,
                                    read_chunks, url_id, youtube_ids)
 from vmas.io import atomic_path, file_sha256
@@ -111,10 +111,6 @@ class KnownIds:
             found |= run[at] == hashes
         return found
 
-    def __len__(self) -> int:
-        self._load()
-        return sum(len(r) for r in self._runs)
-
 
 class _Rejected:
     """``ingest.rejected/<batch>.parquet``: the rows of a table's chunk set aside, with their reason.
@@ -190,11 +186,7 @@ def _ingest_folders(cfg: Config, out: Manifest, folders: list[Path], batch: str,
     files = [p for folder in folders for p in scan_folder(Path(folder), cfg.ingest.extensions)]
     if not files:  # a cluster's data folder is often empty (its videos come from tables): read nothing
         return
-    cached = {}
-    for rows in out.iter_batches([ID, "path", "size_bytes", "mtime_ns", "source"], batch_size=65536):
-        rows = rows.filter(pc.equal(rows.column(4), "folder"))  # URL rows (most, at scale) are not files
-        cached.update({(p, size, mtime): vid for vid, p, size, mtime in zip(*(rows.column(i).to_pylist()
-                                                                                for i in range(4)))})
+    cached = registered_files(out)
     new_rows: list[dict] = []
     for path in tqdm(files, desc="ingest", unit="file", disable=not progress):
         row = _file_row(path, "folder", {}, batch, cached, known, counts)
@@ -228,6 +220,11 @@ def _file_row(path: Path, source: str, meta: dict, batch: str, cached: dict, kno
             "meta": json.dumps(meta, default=str, sort_keys=True), **stems}
 
 
+def _duration_reason(cfg: Config, seconds: float) -> str:
+    """Why a row is rejected for its source duration (a ``reason: detail`` like a row error)."""
+    return f"duration: {seconds:g} s is outside [{cfg.ingest.min_duration_s:g}, {cfg.ingest.max_duration_s:g}]"
+
+
 def _keep_duration(cfg: Config, durations: pa.Array) -> pa.Array:
     """True where the source duration is unknown or within the configured limits."""
     inside = pc.and_(pc.greater_equal(durations, cfg.ingest.min_duration_s),
@@ -251,8 +248,7 @@ def _metadata_rows(cfg: Config, chunk: Chunk, known: KnownIds, counts: dict, rej
     if not pc.all(ok).as_py():
         bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
         durations = meta["video_duration_s"].take(pa.array(bad)).to_pylist()
-        reasons = ["no_url: no URL or YouTube id" if not has_url[i].as_py() else
-                   f"duration: {d:g} s is outside [{cfg.ingest.min_duration_s:g}, {cfg.ingest.max_duration_s:g}]"
+        reasons = ["no_url: no URL or YouTube id" if not has_url[i].as_py() else _duration_reason(cfg, d)
                    for i, d in zip(bad, durations)]
         rejected.add(chunk.batch, chunk.file, (chunk.start + bad).tolist(), url.take(pa.array(bad)).to_pylist(),
                      reasons)
@@ -301,8 +297,7 @@ def _path_list_rows(cfg: Config, out: Manifest, chunk: Chunk, known: KnownIds, c
     known_names = {a for _, aliases in METADATA_COLUMNS.values() for a in aliases}
     base = Path(chunk.file).parent if "://" not in chunk.file else None
     # what this batch already holds: its files' hashes are not read again
-    cached = {(r["path"], r["size_bytes"], r["mtime_ns"]): r[ID]
-              for r in out.group(chunk.batch).iter_rows([ID, "path", "size_bytes", "mtime_ns"])}
+    cached = registered_files(out.group(chunk.batch))
     rows, bad = [], []
     for offset, row in enumerate(table.to_pylist()):
         target = row.pop(column)
@@ -310,8 +305,7 @@ def _path_list_rows(cfg: Config, out: Manifest, chunk: Chunk, known: KnownIds, c
             bad.append((offset, None, f"no_path: empty {column}"))
             continue
         if not keep[offset]:
-            bad.append((offset, str(target), f"duration: {typed[offset]['video_duration_s']:g} s is outside "
-                                              f"[{cfg.ingest.min_duration_s:g}, {cfg.ingest.max_duration_s:g}]"))
+            bad.append((offset, str(target), _duration_reason(cfg, typed[offset]["video_duration_s"])))
             continue
         target = str(target)
         for name, aliases in STEM_COLUMNS.items():
