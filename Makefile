@@ -65,6 +65,7 @@ bench: install
 	$(BIN)/python benchmarks/codec_encode.py --out artifacts/benchmarks/codec_encode.json
 	$(BIN)/python benchmarks/tokenize_stage.py --out artifacts/benchmarks/tokenize.json
 	$(BIN)/python benchmarks/train_step.py --out artifacts/benchmarks/train_step.json
+	$(BIN)/python benchmarks/dataloader.py --out artifacts/benchmarks/dataloader.json
 	$(BIN)/python benchmarks/generate.py --out artifacts/benchmarks/generate.json
 
 clean:

@@ -258,6 +258,18 @@ class CodecGateConfig(_Section):
     onset_tolerance_s: PositiveFloat = 0.05
 
 
+class ShardConfig(_Section):
+    """``vmas shard``: the training set as WebDataset tar shards (see :mod:`vmas.curation.shard`).
+
+    ``url`` is any fsspec URL to write to (``s3://bucket/vmas/shards``, ``gs://...``, a local path);
+    ``null`` writes under ``<artifacts>/shard``. ``max_bytes`` is the size a shard is closed at (a
+    single larger clip still gets a shard of its own).
+    """
+
+    url: str | None = None
+    max_bytes: PositiveInt = 500_000_000
+
+
 class TrackingConfig(_Section):
     """MLflow: ``uri`` None means a SQLite store at ``<artifacts_dir>/mlflow.db``, artifacts beside it."""
 
@@ -395,6 +407,15 @@ class TrainConfig(_Section):
                                               "in-step randomness (not the split: see split_seed)")
     split_seed: Annotated[int, Field(ge=0)] = Field(default=0, description="which videos are held out; kept apart "
                                                     "from seed so runs with other seeds are judged on the same clips")
+    data: Literal["files", "shards"] = Field(default="files", description="files: one .npz and mp4 per clip, "
+                                             "from the tokenize manifest (small sets); shards: the shard stage's "
+                                             "WebDataset shards, streamed")
+    shards: str | None = Field(default=None, description="where to read shards from (any fsspec URL, http(s) "
+                                                         "too); null: shard.url")
+    shuffle_buffer: PositiveInt = Field(default=256, description="clips shuffled together in each reader "
+                                                                 "(memory: this many encoded clips per worker)")
+    corrupt_shards: Literal["fail", "skip"] = Field(default="fail", description="a shard that cannot be read: "
+                                                    "stop, or log it, count it and go on")
 
     @field_validator("devices", mode="before")
     @classmethod
@@ -424,6 +445,7 @@ class Config(_Section):
     codec: CodecConfig
     model: ModelConfig
     train: TrainConfig
+    shard: ShardConfig = ShardConfig()
     tracking: TrackingConfig = TrackingConfig()
     generate: GenerateConfig = GenerateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()

@@ -8,6 +8,7 @@ keeps the two in step). The layout::
     <artifacts>/manifests/<stage>.summary.json
     <artifacts>/<stage>/                     what a stage writes besides its manifest
     <artifacts>/train_codec/compression_state_dict.bin   the gated demo codec
+    <artifacts>/shard/{train,val}/<batch>/shard-NNNNNN.tar, index.parquet   (or at shard.url)
     <artifacts>/train/model.pt               the trained model (see vmas.models.package)
     <artifacts>/train/checkpoints/<fingerprint>/
     <artifacts>/evaluate/{evaluation.json, metrics.json, report.html}
@@ -50,6 +51,11 @@ def summary_path(cfg: Config, stage: str) -> Path:
 def output_dir(cfg: Config, stage: str) -> Path:
     """``<artifacts>/<stage>``: the files a stage (or the ``generate`` asset, the ablation) writes."""
     return artifacts_dir(cfg) / stage
+
+
+def shard_url(cfg: Config) -> str:
+    """Where the ``shard`` stage writes: ``shard.url`` (any fsspec URL), or ``<artifacts>/shard``."""
+    return cfg.shard.url or str(output_dir(cfg, "shard"))
 
 
 def trained_codec_path(cfg: Config) -> Path:

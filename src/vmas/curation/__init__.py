@@ -1,4 +1,4 @@
-"""The data pipeline's stages (DISCO-MV curation, the codec, then tokenize), in order: the one registry.
+"""The data pipeline's stages (DISCO-MV curation, the codec, tokenize, then shard), in order: the one registry.
 
 ``STAGES`` is what the CLI commands, the Dagster assets and their dependencies, ``materialize``'s run
 order, ``vmas curate`` and the ``dvc.yaml`` contract check are derived from. A stage's name is used
@@ -7,11 +7,11 @@ is a :class:`~vmas.stage.Stage`: row by row over its upstream manifest, or whole
 """
 
 from vmas.codec import train_codec
-from vmas.curation import beats, clip, download, filter_static, ingest, probe, remove_vocals, tokenize
+from vmas.curation import beats, clip, download, filter_static, ingest, probe, remove_vocals, shard, tokenize
 from vmas.stage import Stage
 
 STAGES: dict[str, Stage] = {m.STAGE.name: m.STAGE for m in (ingest, download, probe, filter_static, remove_vocals,
-                                                            clip, beats, train_codec, tokenize)}
+                                                            clip, beats, train_codec, tokenize, shard)}
 
 
 def _check(stages: dict[str, Stage]) -> None:

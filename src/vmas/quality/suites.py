@@ -155,6 +155,22 @@ def tokenize_derived(frame: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     return frame.assign(codes_shape_ok=shape_ok, codes_range_ok=range_ok, weights_ok=weights_ok)
 
 
+def shard_suite(cfg: Config) -> list:
+    gxe = _gxe()
+    return [_named(gxe.ExpectColumnValuesToBeUnique(column="path"), "one row per shard"),
+            _named(gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "val"]), "train or val"),
+            _named(gxe.ExpectColumnValuesToBeBetween(column="clips", min_value=1), "no empty shard"),
+            _named(gxe.ExpectColumnValuesToMatchRegex(column="sha256", regex=r"^[0-9a-f]{64}$"), "sha256 recorded"),
+            _named(gxe.ExpectColumnValuesToBeInSet(column="size_ok", value_set=[True]),
+                   f"at most shard.max_bytes ({cfg.shard.max_bytes}) unless one clip"),
+            _named(gxe.ExpectColumnValuesToBeInSet(column="in_order", value_set=[True]), "first_id <= last_id")]
+
+
+def shard_derived(frame: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    return frame.assign(size_ok=(frame["bytes"] <= cfg.shard.max_bytes) | (frame["clips"] == 1),
+                        in_order=frame["first_id"] <= frame["last_id"])
+
+
 EVALUATE_METRICS = ("mv_align", "mv_align_reference", "fad", "kl", "retrieval_r1", "retrieval_r10")
 
 
@@ -186,6 +202,7 @@ SUITES: dict[str, Suite] = {
     "clip": Suite(clip_suite, clip_derived),
     "beats": Suite(beats_suite, beats_derived),
     "tokenize": Suite(tokenize_suite, tokenize_derived),
+    "shard": Suite(shard_suite, shard_derived),
     "evaluate": Suite(evaluate_suite),
 }
 

@@ -29,7 +29,7 @@ from vmas.data.tokens import DataSettings, TokenDataModule, usable_clips
 from vmas.devices import resolve_precision
 from vmas.errors import StageError
 from vmas.io import atomic_write_json, file_sha256
-from vmas.layout import checkpoint_dir, manifest_dir, model_path, output_dir
+from vmas.layout import checkpoint_dir, model_path, output_dir, shard_url
 from vmas.manifest import content_key
 from vmas.models.builders import build_vmas
 from vmas.models.package import save_model
@@ -51,8 +51,10 @@ def _codec_path(cfg: Config) -> Path:
 
 
 # train.* keys that change how a run is executed or observed, not what it learns
+# (The batch order depends on the ranks and DataLoader workers, vmas.data.stream: resuming is exact with the
+# same counts; with others the run goes on, but not with the batches an uninterrupted run would have had.)
 RUNTIME_KEYS = {"val_every_n_steps", "checkpoint_every_n_steps", "num_workers", "strategy", "devices", "num_nodes",
-                "accelerator"}
+                "accelerator", "shards", "corrupt_shards"}
 KEEP_RUNS = 2  # checkpoint folders kept: this run's and the one before
 
 
@@ -93,13 +95,25 @@ class RunPlan:
     done_steps: int  # the step resume_from is at (0 without)
 
 
+def _shard_clips(cfg: Config) -> list[dict]:
+    """The shard index as ``training_data`` takes clips: one entry per shard (its path and sha256 as
+    id and key), so the fingerprint follows the shards' contents without reading millions of rows."""
+    from vmas.data.shards import read_shard_index
+
+    url = cfg.train.shards or shard_url(cfg)
+    entries = read_shard_index(url)
+    return [{"id": e.url[len(url):].lstrip("/"), "key": e.sha256, "codec_sha256": c}
+            for e in entries for c in e.codec_sha256.split(",")]
+
+
 def plan_run(cfg: Config, out: Path, resume: bool) -> RunPlan:
     """The codec the tokens were made with, the data's fingerprint, and the checkpoint to resume from."""
     codec_path = _codec_path(cfg)
     codec_sha = file_sha256(codec_path)
-    clips = usable_clips(cfg)
+    clips = _shard_clips(cfg) if cfg.train.data == "shards" else usable_clips(cfg)
     if {c["codec_sha256"] for c in clips} - {codec_sha}:
-        raise StageError(f"train: some tokens were made with another codec than {codec_path}; run `vmas tokenize`")
+        again = "`vmas tokenize` and `vmas shard`" if cfg.train.data == "shards" else "`vmas tokenize`"
+        raise StageError(f"train: some tokens were made with another codec than {codec_path}; run {again}")
     trained_on = training_data(cfg, codec_sha, clips)
     checkpoints = checkpoint_dir(cfg, trained_on["fingerprint"], out)
     last = checkpoints / "last.ckpt"
@@ -130,25 +144,24 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
     module = VMAsTraining(build_vmas(cfg, load_codec(plan.codec_path).codebook_embeddings()),
                           LossSettings(t.beat_weighting, t.contrastive_weight, cfg.model.temperature),
                           OptimSettings(t.lr, t.weight_decay, t.warmup_steps, t.max_steps), seed=t.seed)
-    data = TokenDataModule(DataSettings(manifest_dir(cfg, "tokenize"), cfg.video.frames, cfg.video.size,
-                                        t.batch_size, steps, t.accumulate_grad_batches, t.val_share,
-                                        t.num_workers, t.seed, t.split_seed))
+    data = TokenDataModule(DataSettings.from_config(cfg, steps))
     data.setup()
     history = History()
-    trainer = _trainer(cfg, steps, plan, out, [history, *(callbacks or [])], logger, progress, bool(data.val_rows))
+    trainer = _trainer(cfg, steps, plan, out, [history, *(callbacks or [])], logger, progress, bool(data.val_clips))
     if logger is not None:
         logger.log_hyperparams(flatten(cfg.model_dump(mode="json")))
         set_tags(logger, {"dvc.data_md5": dvc_data_version(), "codec_sha256": plan.codec_sha, "stage": NAME,
                           "resumed_from": plan.resume_from})
-    log.info("train: %d clips (%d held out), %d steps on %s%s", len(data.train_rows), len(data.val_rows), steps,
+    log.info("train: %d clips (%d held out) from %s, %d steps on %s%s", data.train_clips, data.val_clips,
+             "shards at " + data.settings.shards if t.data == "shards" else "per-clip files", steps,
              trainer.accelerator.__class__.__name__, f", resuming from {plan.resume_from}" if plan.resume_from else "")
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=plan.resume_from)
     seconds = time.perf_counter() - started
 
     report = {"stage": NAME, "steps": int(trainer.global_step), "trained_on": plan.trained_on,
-              "train_clips": len(data.train_rows), "val_clips": len(data.val_rows),
-              "clips": len(data.train_rows) + len(data.val_rows), "seconds": round(seconds, 1),
+              "train_clips": data.train_clips, "val_clips": data.val_clips, "data": t.data,
+              "clips": data.train_clips + data.val_clips, "seconds": round(seconds, 1),
               "parameters": sum(p.numel() for p in module.model.parameters()), "codec": str(plan.codec_path),
               "codec_sha256": plan.codec_sha, "resumed_from": plan.resume_from, "ema_decay": t.ema_decay,
               "final": {k: float(v) for k, v in trainer.callback_metrics.items()},
