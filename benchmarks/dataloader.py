@@ -3,7 +3,7 @@
 Builds a synthetic token set of ``--clips`` clips from ``--videos`` source videos in the real
 formats, in a scratch folder: per clip a ``.npz`` (``codes`` ``[n_q, T]`` int16 below
 ``codec.cardinality``, ``beat_weights`` ``[T]`` float32) and an H.264 mp4 of ``video.frames`` frames
-of ``video.size`` px (moving patterns plus noise, so it is not trivially small), listed in a tokenize
+of ``video.size`` px (moving patterns under heavy noise, so it is not trivially small), listed in a tokenize
 manifest; then runs the ``shard`` stage over it (``shard.max_bytes`` = ``--shard-mb``, so there are
 several shards, ``train.val_share`` = 0.1). For ``train.data`` in (files, shards) and
 ``train.num_workers`` in (1, 2) it iterates ``TokenDataModule.train_dataloader()`` (batch 8, not
@@ -22,8 +22,8 @@ rows as ``read_index`` returns them (a list of dicts), measured with ``tracemall
 extrapolated to ``--scale-clips`` (2.2 M) clips, times the readers (each DataLoader worker holds a copy:
 fork's copy-on-write pages get copied as Python touches refcounts; ``with_main_mb`` adds the main
 process's). Shards: ``read_shard_index`` (a list of ``ShardEntry``), per shard, extrapolated to
-``scale clips x mean clip bytes / shard.max_bytes`` shards (the profile's ``shard.max_bytes``, 500 MB;
-mean clip bytes as measured here: real clips are larger, hence more shards, still a few thousand).
+``scale clips x mean clip bytes / shard.max_bytes`` shards (the paper profile's ``shard.max_bytes``, 500 MB;
+mean clip bytes as measured here; a paper clip, 96 frames of 224 px, is larger: at ~0.5 MB, ~2,200 shards).
 
     python benchmarks/dataloader.py --out artifacts/benchmarks/dataloader.json
     python benchmarks/dataloader.py --clips 60 --videos 12        # a quick look
@@ -50,6 +50,7 @@ from pathlib import Path
 MB = 1 << 20
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "demo.yaml"
+SCALE_CONFIG = REPO / "configs" / "paper.yaml"  # its shard.max_bytes: the shard size at scale
 BATCH = 8
 VAL_SHARE = 0.1
 MODES = ("files", "shards")
@@ -85,7 +86,8 @@ def _machine() -> dict:
 
 
 def _frames(rng, count: int, size: int):
-    """``count`` ``[size, size, 3]`` uint8 frames: a drifting colour gradient and a moving bar, plus noise."""
+    """``count`` ``[size, size, 3]`` uint8 frames: a drifting colour gradient and a moving bar, under heavy
+    noise (H.264 keeps most of it: about 30 KB per demo clip, three times a plain one's)."""
     import numpy as np
 
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
@@ -98,7 +100,7 @@ def _frames(rng, count: int, size: int):
         frame = base[None, None, :] + 80 * np.sin(2 * np.pi * (phase[..., None] + np.array([0, 0.33, 0.66]) + f / 25))
         left = (3 * f) % size
         frame[:, left:left + bar] = 255 - frame[:, left:left + bar]
-        frame += rng.normal(0, 12, frame.shape)
+        frame += rng.normal(0, 50, frame.shape)  # ~30 KB per 50-frame 32 px clip: several 4 MB shards
         out.append(np.clip(frame, 0, 255).astype(np.uint8))
     return out
 
@@ -317,6 +319,12 @@ def _traced(build):
     return result, after - before, peak - before
 
 
+def _copies(mb: float, digits: int) -> dict:
+    """Per DataLoader worker count: the workers' copies, and with the main process's."""
+    return {str(w): {"workers_copies_mb": round(mb * w, digits), "with_main_mb": round(mb * (w + 1), digits)}
+            for w in (1, 2, 4, 8)}
+
+
 def index_memory(cfg, scale_clips: int, shard_bytes_at_scale: int) -> dict:
     from vmas.data.shards import read_shard_index
     from vmas.data.tokens import read_index
@@ -328,11 +336,10 @@ def index_memory(cfg, scale_clips: int, shard_bytes_at_scale: int) -> dict:
     per_clip_deep = _deep_size(rows) / n
     path_chars = sum(len(r["tokens_path"]) + len(r["video_path"]) for r in rows) / n
     files_mb = per_clip * scale_clips / MB
-    files = {"clips_measured": n, "bytes_per_clip": round(per_clip, 1), "bytes_per_clip_getsizeof": round(per_clip_deep, 1),
+    files = {"clips_measured": n, "bytes_per_clip": round(per_clip, 1),
+             "bytes_per_clip_getsizeof": round(per_clip_deep, 1),
              "peak_bytes_per_clip_while_reading": round(peak / n, 1), "mean_path_chars_per_clip": round(path_chars, 1),
-             "scale_clips": scale_clips, "per_process_mb": round(files_mb, 1),
-             "workers": {str(w): {"workers_copies_mb": round(files_mb * w, 1), "with_main_mb": round(files_mb * (w + 1), 1)}
-                         for w in (1, 2, 4, 8)}}
+             "scale_clips": scale_clips, "per_process_mb": round(files_mb, 1), "workers": _copies(files_mb, 1)}
     del rows
     entries, retained, peak = _traced(lambda: read_shard_index(shard_url(cfg)))
     m = len(entries)
@@ -345,9 +352,7 @@ def index_memory(cfg, scale_clips: int, shard_bytes_at_scale: int) -> dict:
               "bytes_per_shard_getsizeof": round(_deep_size(entries) / m, 1),
               "peak_bytes_per_shard_while_reading": round(peak / m, 1), "mean_clip_bytes": round(mean_clip),
               "shard_bytes_at_scale": shard_bytes_at_scale, "shards_at_scale": shards_at_scale,
-              "per_process_mb": round(shards_mb, 3),
-              "workers": {str(w): {"workers_copies_mb": round(shards_mb * w, 3), "with_main_mb": round(shards_mb * (w + 1), 3)}
-                          for w in (1, 2, 4, 8)}}
+              "per_process_mb": round(shards_mb, 3), "workers": _copies(shards_mb, 3)}
     return {"files": files, "shards": shards,
             "ratio_files_to_shards": round(files_mb / shards_mb) if shards_mb else None}
 
@@ -363,15 +368,18 @@ def _print_table(result: dict) -> None:
     print(f"{'mode':>7} {'workers':>7} {'clips':>6} {'batches':>7} {'seconds':>8} {'clips/s':>8} {'steady':>8} "
           f"{'1st batch':>9} {'main RSS':>9}  worker peak RSS (USS) MB")
     for r in result["runs"]:
-        workers = ", ".join(f"{a:.0f} ({b:.0f})" for a, b in zip(r["peak_rss_mb_per_worker"], r["peak_uss_mb_per_worker"]))
+        workers = ", ".join(f"{a:.0f} ({b:.0f})"
+                            for a, b in zip(r["peak_rss_mb_per_worker"], r["peak_uss_mb_per_worker"]))
         steady = f"{r['steady_clips_per_s']:.1f}" if r["steady_clips_per_s"] is not None else "-"
         print(f"{r['mode']:>7} {r['workers']:>7} {r['clips']:>6} {r['batches']:>7} {r['seconds']:>8.2f} "
-              f"{r['clips_per_s']:>8.1f} {steady:>8} {r['first_batch_s']:>8.2f}s {r['peak_rss_mb_main']:>6.0f} MB  {workers}")
+              f"{r['clips_per_s']:>8.1f} {steady:>8} {r['first_batch_s']:>8.2f}s {r['peak_rss_mb_main']:>6.0f} MB  "
+              f"{workers}")
     f, sh = result["index_memory"]["files"], result["index_memory"]["shards"]
-    print(f"index at {f['scale_clips']:,} clips: files {f['bytes_per_clip']:.0f} B/clip -> {f['per_process_mb']:,.0f} MB "
-          f"per process ({f['workers']['2']['workers_copies_mb']:,.0f} MB in 2 workers, "
-          f"{f['workers']['2']['with_main_mb']:,.0f} MB with the main process); shards {sh['bytes_per_shard']:.0f} B/shard x "
-          f"{sh['shards_at_scale']:,} shards -> {sh['per_process_mb']:.2f} MB per process")
+    print(f"index at {f['scale_clips']:,} clips: files {f['bytes_per_clip']:.0f} B/clip -> "
+          f"{f['per_process_mb']:,.0f} MB per process ({f['workers']['2']['workers_copies_mb']:,.0f} MB in 2 workers, "
+          f"{f['workers']['2']['with_main_mb']:,.0f} MB with the main process); shards "
+          f"{sh['bytes_per_shard']:.0f} B/shard x {sh['shards_at_scale']:,} shards -> {sh['per_process_mb']:.2f} MB "
+          "per process")
 
 
 def main() -> None:
@@ -392,7 +400,7 @@ def main() -> None:
     from vmas.config import load_config
     from vmas.io import atomic_write_json
 
-    shard_bytes_at_scale = load_config(CONFIG).shard.max_bytes
+    shard_bytes_at_scale = load_config(SCALE_CONFIG).shard.max_bytes  # the paper's 500 MB shards
     work = Path(tempfile.mkdtemp(prefix="vmas-dataloader-"))
     try:
         overrides = [f"paths.artifacts_dir={work / 'artifacts'}", f"paths.data_dir={work / 'data'}",
@@ -419,7 +427,9 @@ def main() -> None:
                            "batch_size": BATCH, "val_share": VAL_SHARE, "shard_max_bytes": int(args.shard_mb * MB),
                            "shuffle_buffer": cfg.train.shuffle_buffer, "frames": cfg.video.frames,
                            "size": cfg.video.size, "fps": cfg.video.fps, "seed": args.seed,
-                           "scale_clips": args.scale_clips, "sample_every_s": SAMPLE_S},
+                           "scale_clips": args.scale_clips, "scale_shard_bytes": shard_bytes_at_scale,
+                           "scale_shard_bytes_from": f"{SCALE_CONFIG.relative_to(REPO)} shard.max_bytes",
+                           "sample_every_s": SAMPLE_S},
               "dataset": dataset, "shard": shards, "runs": runs, "index_memory": memory}
     atomic_write_json(args.out, result)  # a temporary file beside it, then os.replace
     _print_table(result)

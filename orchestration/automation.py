@@ -10,7 +10,7 @@ import dagster as dg
 from orchestration.assets.curation import BATCH_ASSETS, ingest_batches
 from orchestration.resources import VmasConfig
 
-RETRAIN_ASSETS = ["train", "evaluate", "register"]
+RETRAIN_ASSETS = ["shard", "train", "evaluate", "register"]  # shard: the new clips into the shards
 
 
 @dg.sensor(name="new_videos", target=dg.AssetSelection.assets(*BATCH_ASSETS), minimum_interval_seconds=60,
@@ -46,11 +46,11 @@ def new_videos(context: dg.SensorEvaluationContext, vmas: VmasConfig):
 
 
 def retrain_schedule(cron: str) -> dg.ScheduleDefinition:
-    """Retrain, evaluate and register on ``cron`` (UTC), when ``retraining_decision`` says it is due."""
+    """Re-shard, retrain, evaluate and register on ``cron`` (UTC), when ``retraining_decision`` says it is due."""
 
     @dg.schedule(name="retrain", cron_schedule=cron, execution_timezone="UTC",
                  target=dg.AssetSelection.assets(*RETRAIN_ASSETS),
-                 description="Retrain, evaluate and register when at least retrain.min_new_clips usable clips "
+                 description="Re-shard, retrain, evaluate and register when at least retrain.min_new_clips usable clips "
                              "arrived since the champion's training data.")
     def retrain(context: dg.ScheduleEvaluationContext, vmas: VmasConfig):
         from vmas.training.retrain import retraining_decision

@@ -36,8 +36,9 @@ curate = dg.define_asset_job(
     "curate", selection=dg.AssetSelection.assets(*BATCH_ASSETS),
     # partitioned by ingest_batches, as its assets are (this Dagster infers it; partitions_def= is deprecated)
     description=f"The {CURATION} assets that run per ingest batch (a partition), with their checks; a backfill "
-                "runs each batch in its own run. Dataset-scoped stages (train_codec) are not in it: tokenize "
-                "needs the codec they train, or codec.pretrained.")
+                "runs each batch in its own run. Dataset-scoped stages (train_codec, shard) are not in it: "
+                "tokenize needs the codec train_codec trains (or codec.pretrained), and shard splits every "
+                "batch's videos into train and validation.")
 
 
 def build_definitions(vmas: VmasConfig, mlflow_ui: str = "http://127.0.0.1:5000",

@@ -66,7 +66,8 @@ def materialize_all(instance: dg.DagsterInstance, defs: dg.Definitions, log_leve
     3. the batch stages after it for every partition: new batches, and old ones again, whose results
        may depend on the dataset stage (``tokenize``, if the codec changed; otherwise each is already
        done and costs a moment);
-    4. ``train``, ``evaluate``, ``register`` and ``generate``.
+    4. the next dataset stage once (``shard``: its train/validation split is over every batch's videos);
+    5. ``train``, ``evaluate``, ``register`` and ``generate``.
 
     Stops at the first failed run (a blocking check failing, for instance).
     """

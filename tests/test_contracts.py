@@ -51,7 +51,7 @@ def test_every_stage_is_named_the_same_in_module_registry_and_cli():
         assert name in commands, name
         assert all(n in STAGES for n in stage.needs) and stage.title
     assert list(STAGES) == ["ingest", "download", "probe", "filter_static", "remove_vocals", "clip", "beats",
-                            "train_codec", "tokenize"]
+                            "train_codec", "tokenize", "shard"]
 
 
 MODEL_STAGES = ["train", "evaluate", "register"]

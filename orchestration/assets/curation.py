@@ -72,13 +72,27 @@ def _codec_metadata(report: dict, cfg, mlflow: MlflowTracking) -> dict:
     return metadata
 
 
+def _report_metadata(report: dict) -> dict:
+    """A whole stage's report as asset metadata: its numbers and its text fields (``shard``: the URL,
+    shards written and kept, clips)."""
+    metadata = {}
+    for key, value in report.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            continue
+        label = key.replace("_", " ")
+        metadata[label] = (dg.MetadataValue.int(value) if isinstance(value, int) else
+                           dg.MetadataValue.float(float(value)) if isinstance(value, float) else
+                           dg.MetadataValue.text(value))
+    return metadata
+
+
 def _description(name: str, stage: Stage) -> str:
     where = "on this batch's videos" if stage.scope == "batch" else "on every batch"
     return f"{stage.title[:1].upper()}{stage.title[1:]}: {stage.description} (`vmas {name}`, {where})."
 
 
 def whole_stage_asset(name: str) -> dg.AssetsDefinition:
-    """The asset of a stage that runs whole (``ingest``: this batch's new files; ``train_codec``)."""
+    """The asset of a stage that runs whole (``ingest``: this batch's new files; ``train_codec``; ``shard``)."""
     stage = STAGES[name]
     partitions = ingest_batches if stage.scope == "batch" else None
 
@@ -98,8 +112,10 @@ def whole_stage_asset(name: str) -> dg.AssetsDefinition:
             metadata, rows = _ingest_metadata(report, cfg, batch)
             context.log.info("ingest %s: %d new videos (%d in the batch), %d already known, %d duplicates", batch,
                              report["new"], rows, report["known"], report["duplicate"])
-        else:
+        elif name == "train_codec":
             metadata = _codec_metadata(report, cfg, mlflow)
+        else:
+            metadata = _report_metadata(report)
         yield dg.MaterializeResult(metadata=metadata)
         if name in SUITES:
             yield suite_check_result(name, cfg, batch, rows)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 STAGES = ["ingest", "download", "probe", "filter_static", "remove_vocals", "clip", "beats", "train_codec", "tokenize",
-          "train", "evaluate", "register"]
+          "shard", "train", "evaluate", "register"]
 
 
 def dvc(*args, cwd, check=True) -> subprocess.CompletedProcess:

@@ -21,8 +21,9 @@ from vmas.config import load_config
 pytestmark = pytest.mark.slow
 
 ASSETS = ["ingest", "download", "probe", "filter_static", "remove_vocals", "clip", "beats", "train_codec", "tokenize",
-          "train", "evaluate", "register", "generate"]
-CHECKED = ["ingest", "download", "probe", "filter_static", "remove_vocals", "clip", "beats", "tokenize", "evaluate"]
+          "shard", "train", "evaluate", "register", "generate"]
+CHECKED = ["ingest", "download", "probe", "filter_static", "remove_vocals", "clip", "beats", "tokenize", "shard",
+           "evaluate"]
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +82,9 @@ def test_the_whole_graph_materialises_and_every_check_passes(materialized):
     from vmas.tracking.registry import champion
 
     results, cfg = materialized["results"], materialized["cfg"]
-    # curation of the one batch, the codec, its tokens, then the model: each run a success
+    # curation of the one batch, the codec, its tokens, the shards, then the model: each run a success
     assert [sorted(_materialized(r)) for r in results] == [
-        sorted(ASSETS[:7]), ["train_codec"], ["tokenize"], sorted(ASSETS[9:])]
+        sorted(ASSETS[:7]), ["train_codec"], ["tokenize"], ["shard"], sorted(ASSETS[10:])]
     assert all(r.success for r in results)
     assert _materialized(results) == set(ASSETS)
     checks = {e.asset_key.to_user_string(): e for r in results for e in r.get_asset_check_evaluations()}
@@ -149,7 +150,7 @@ def test_a_new_video_is_a_new_partition_that_processes_only_itself(materialized)
         runs = materialize_all(instance, defs, log_level="WARNING")
         assert instance.get_dynamic_partitions("ingest_batches") == [*materialized["partitions"], request.partition_key]
     assert all(r.success for r in runs)
-    curation, codec, *tokenize, model = runs
+    curation, codec, *tokenize, shards, model = runs
     assert curation.dagster_run.tags["dagster/partition"] == request.partition_key
     assert _metadata(curation, "ingest")["new"] == 1 and _metadata(curation, "probe")["rows"] == 1
     assert _metadata(curation, "probe")["processed"] == 1  # the first batch's five are not even looked at
@@ -159,6 +160,7 @@ def test_a_new_video_is_a_new_partition_that_processes_only_itself(materialized)
     # new clips retrain the demo codec, and the first batch is tokenized again with it
     assert _metadata(codec, "train_codec")["train clips"] > _metadata(materialized["results"], "train_codec")["train clips"]
     assert _metadata(tokenize[0], "tokenize")["processed"] > 0
+    assert _metadata(shards, "shard")["written"] > 0  # new tokens: their batches are sharded again
     assert _metadata(model, "register")["version"] == 2
 
 

@@ -16,7 +16,7 @@ CARD = 32
 TINY = ["codec.cardinality=32", "model.music_decoder.dim=32", "model.music_decoder.num_layers=2",
         "model.music_decoder.num_heads=2", "model.video_encoder.embed_dim=8", "model.contrastive_dim=16",
         "train.batch_size=4", "train.num_workers=0", "train.val_share=0", "train.ema_decay=0",
-        "train.warmup_steps=2", "train.lr=0.003", "train.accelerator=cpu"]
+        "train.warmup_steps=2", "train.lr=0.003", "train.accelerator=cpu", "train.data=files"]
 
 
 @pytest.fixture
