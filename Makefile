@@ -41,6 +41,7 @@ demo: install
 	@echo "tracked by DVC in data.dvc and pushed to the local remote .dvc-storage/."
 	@echo "Every stage ran as a Dagster asset, each checked by its Great Expectations suite (see above)."
 	@echo "Curation manifests (Parquet): artifacts/manifests/; clips: artifacts/clip/; tokens: artifacts/tokenize/ (demo codec: shipped in src/vmas/codec/weights/demo/)."
+	@echo "Training shards (WebDataset tars, streamed by training; train.data: shards): artifacts/shard/ (index.parquet lists them)."
 	@echo "VMAs model: artifacts/train/model.pt (checkpoints, curves, report beside it)."
 	@echo "Evaluation on held-out videos: artifacts/evaluate/report.html (metrics.json, generated audio/ beside it)."
 	@echo "A video with generated music: artifacts/generate/$$(basename $(DEMO_VIDEO)) (WAV and JSON sidecar beside it)."

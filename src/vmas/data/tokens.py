@@ -43,7 +43,7 @@ def read_index(manifest_root: str | Path) -> list[dict]:
     manifest = Manifest(manifest_root)
     if not manifest.exists():
         raise FileNotFoundError(f"{manifest_root}: no tokenize manifest; run `vmas tokenize` (or `vmas curate`) first")
-    rows = [r for r in manifest.iter_rows(INDEX_COLUMNS) if r["error"] is None]
+    rows = [{k: r[k] for k in INDEX_COLUMNS[:-1]} for r in manifest.iter_rows(INDEX_COLUMNS) if r["error"] is None]
     if not rows:
         raise ValueError(f"{manifest_root}: the tokenize manifest has no usable clip")
     return sorted(rows, key=lambda r: r["id"])
