@@ -47,6 +47,8 @@ import threading
 import time
 from pathlib import Path
 
+from _common import cpu_model  # benchmarks/ is on the path when a script runs
+
 MB = 1 << 20
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "demo.yaml"
@@ -60,12 +62,7 @@ USS_EVERY = 5  # samples: USS (smaps_rollup) every 250 ms
 
 
 def _machine() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
+    model = cpu_model()
     import numpy
     import pyarrow
     import torch

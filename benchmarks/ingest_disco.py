@@ -43,6 +43,8 @@ import threading
 import time
 from pathlib import Path
 
+from _common import cpu_model  # benchmarks/ is on the path when a script runs
+
 ROW_GROUP = 50_000
 EMBEDDING_DIM = 512
 MAX_MEDIA_LINKS = 5_000
@@ -388,12 +390,7 @@ def _serve(body: bytes):
 
 
 def _machine() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
+    model = cpu_model()
     import pyarrow
 
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "pyarrow": pyarrow.__version__,

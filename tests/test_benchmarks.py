@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+BENCHMARKS = sorted(p for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py")
+                    if not p.name.startswith("_"))  # _common.py: shared helpers, not a benchmark
 
 
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.name)
