@@ -10,9 +10,11 @@ temporary name and renamed (object stores: one PUT, which is atomic).
 The stage's manifest has one row per shard (``<split>/<seq>`` in its batch's group) keyed by the
 batch's clips, their keys and the settings: a rerun skips every shard already written with the same
 key, so a killed run resumes after its last finished shard, and a changed clip (a new codec
-re-tokenizes everything) re-shards its batch. Shards of a batch no longer upstream, and surplus
-shards of a batch that shrank, are deleted. Last, ``<url>/index.parquet`` lists every shard: all a
-reader needs.
+re-tokenizes everything) re-shards its batch, under new file names (the key is in the name). Last,
+``<url>/index.parquet`` lists every shard (all a reader needs) and replaces the old index in one
+write; only then are files it does not list deleted (superseded shards, those of batches gone
+upstream, a killed run's temporary files), so a reader of the old index is never left without data
+while the stage runs.
 """
 
 from __future__ import annotations
@@ -144,7 +146,9 @@ def _shard_batch(fs, root: str, group: str, clips: list[dict], held: HeldOut | N
         key = content_key(NAME, VERSION, [(c["id"], c["key"]) for c in mine], settings)
         seq = i = 0
         while i < len(mine):
-            sid, path = f"{split}/{seq:06d}", f"{split}/{folder}/shard-{seq:06d}.tar"
+            # the key in the name: a re-sharded batch gets new files, and the old ones stay readable
+            # under the old index until the new index replaces it
+            sid, path = f"{split}/{seq:06d}", f"{split}/{folder}/shard-{seq:06d}-{key[:8]}.tar"
             url = join_url(root, path)
             before = done.get(sid)
             if before is not None and before["key"] == key and before["error"] is None and fs.exists(url):
@@ -169,13 +173,24 @@ def _shard_batch(fs, root: str, group: str, clips: list[dict], held: HeldOut | N
                 counts["skipped"] += fields["skipped"]
             keep.append(sid)
             seq += 1
-    for sid, row in done.items():  # shards of a range that shrank: no longer part of the set
-        if sid not in keep and row.get("path"):
-            url = join_url(root, row["path"])
-            if fs.exists(url):
-                fs.rm(url)
-    out.compact(keep_inputs=keep)
+    out.compact(keep_inputs=keep)  # rows of shards a shrunk batch no longer has go; their files, in _sweep
     return counts
+
+
+def _sweep(fs, root: str, index: Manifest) -> int:
+    """Delete every file under ``<root>/{train,val}/`` that the index does not list (superseded shards,
+    those of batches gone upstream, temporary files of a killed run); returns how many."""
+    listed = {join_url(root, r["path"]) for r in index.iter_rows(["path"])}
+    removed = 0
+    for split in SPLITS:
+        folder = join_url(root, split)
+        if not fs.exists(folder):
+            continue
+        for path in fs.find(folder):
+            if path not in listed:
+                fs.rm(path)
+                removed += 1
+    return removed
 
 
 def _write_index(fs, root: str, index: Manifest) -> int:
@@ -206,7 +221,7 @@ def shard(cfg: Config, progress: bool = True) -> dict:
                 "split_seed": cfg.train.split_seed}
     index = Manifest(manifest_dir(cfg, NAME), SCHEMA)
     groups = tokens.groups()
-    totals = {"written": 0, "kept": 0, "clips": 0, "skipped": 0}
+    totals = {"written": 0, "kept": 0, "clips": 0, "skipped": 0}  # and "removed", after the index
     with tqdm(desc=NAME, unit="clip", disable=not progress) as bar:
         for group in groups:
             clips = sorted((r for r in tokens.group(group).iter_rows(COLUMNS) if r["error"] is None),
@@ -215,18 +230,16 @@ def shard(cfg: Config, progress: bool = True) -> dict:
             counts = _shard_batch(fs, root, group, clips, held, index.group(group), settings, bar)
             totals = {k: totals[k] + counts[k] for k in totals}
     for gone in set(index.groups()) - set(groups):  # a batch no longer upstream: its shards go too
-        for row in index.group(gone).iter_rows(["path"]):
-            url = join_url(root, row["path"])
-            if row["path"] and fs.exists(url):
-                fs.rm(url)
         index.drop_group(gone)
     shards = _write_index(fs, root, index)
     if not shards:
         raise StageError(f"{NAME}: no usable clip in {tokens.root} could be packed")
+    totals["removed"] = _sweep(fs, root, index)
     report = {"stage": NAME, "url": shard_url(cfg), "shards": shards, **totals,
               "held_out_videos": held.held if held is not None else 0}
-    log.info("%s: %d shards at %s (%d written, %d already done), %d clips, %d left out", NAME, shards,
-             report["url"], totals["written"], totals["kept"], totals["clips"], totals["skipped"])
+    log.info("%s: %d shards at %s (%d written, %d already done, %d old files removed), %d clips, %d left out",
+             NAME, shards, report["url"], totals["written"], totals["kept"], totals["removed"], totals["clips"],
+             totals["skipped"])
     return report
 
 

@@ -4,8 +4,8 @@ The data is a list of *units* read front to back: a shard (many clips) or, for p
 clip. Readers are *slots*: ``world x workers`` of them, one per DataLoader worker of each rank.
 
 - **Epoch e** orders the units by a permutation seeded by ``(seed, e)``. With at least as many units
-  as slots, slot ``s`` reads units ``s, s + slots, ...`` of that order (split by unit: each shard is
-  read by one slot); with fewer, every slot reads every unit and keeps clips ``s, s + slots, ...`` of
+  as slots, each unit in that order goes to the slot with the fewest clips so far (split by unit:
+  each shard is read by one slot, and slots' epochs differ by at most one shard); with fewer, every slot reads every unit and keeps clips ``s, s + slots, ...`` of
   their concatenation (split by clip: small sets). Either way the slots together read each clip
   exactly once per epoch.
 - **Shuffle buffer**: a slot's epoch is cut into blocks of ``buffer`` clips, each emitted in a
@@ -21,6 +21,7 @@ in the checkpoint. Clips are decoded only when emitted, in the worker processes.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from dataclasses import dataclass
 from itertools import islice
@@ -48,8 +49,16 @@ def slot_plan(counts: np.ndarray, seed: int, epoch: int, slot: int, slots: int) 
     """Slot ``slot`` of ``slots`` in ``epoch``, for units of ``counts`` clips each."""
     order = np.random.default_rng([seed, epoch]).permutation(len(counts))
     if len(counts) >= slots:
-        units = order[slot::slots]
-        return SlotPlan(tuple(int(u) for u in units), 1, 0, int(counts[units].sum()))
+        # each unit in turn to the slot with the fewest clips so far (ties: the lowest slot), so the
+        # slots' epochs differ by at most one unit's clips
+        loads = [(0, s) for s in range(slots)]
+        units = []
+        for unit in order:
+            load, owner = heapq.heappop(loads)
+            heapq.heappush(loads, (load + int(counts[unit]), owner))
+            if owner == slot:
+                units.append(int(unit))
+        return SlotPlan(tuple(units), 1, 0, int(counts[units].sum()))
     total = int(counts.sum())
     return SlotPlan(tuple(int(u) for u in order), slots, slot, len(range(slot, total, slots)))
 

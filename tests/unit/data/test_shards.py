@@ -3,7 +3,9 @@ served over HTTP, and corrupt shards named."""
 
 import functools
 import http.server
+import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -93,10 +95,10 @@ def test_a_rerun_skips_finished_shards_and_a_changed_clip_reshards(token_set):
     first = shard(cfg, progress=False)
     assert first["written"] == first["shards"] and first["kept"] == 0
     entries = read_shard_index(shard_url(cfg))
-    mtimes = {e.url: (shard_url(cfg) and __import__("os").stat(e.url).st_mtime_ns) for e in entries}
+    mtimes = {e.url: os.stat(e.url).st_mtime_ns for e in entries}
     again = shard(cfg, progress=False)
-    assert again["written"] == 0 and again["kept"] == first["shards"]
-    assert {e.url: __import__("os").stat(e.url).st_mtime_ns for e in read_shard_index(shard_url(cfg))} == mtimes
+    assert again["written"] == 0 and again["kept"] == first["shards"] and again["removed"] == 0
+    assert {e.url: os.stat(e.url).st_mtime_ns for e in read_shard_index(shard_url(cfg))} == mtimes
     # a clip re-tokenized (another codec, say): its key changes, so its batch is sharded again
     tokens = Manifest(manifest_dir(cfg, "tokenize"))
     row = next(r for r in tokens.iter_rows() if r["id"] == "video1/0000")
@@ -104,6 +106,10 @@ def test_a_rerun_skips_finished_shards_and_a_changed_clip_reshards(token_set):
     third = shard(cfg, progress=False)
     assert third["written"] >= 1 and third["clips"] == 6
     assert Manifest(manifest_dir(cfg, "shard")).read().num_rows == third["shards"]
+    # the superseded files went once the new index was written; nothing else is left beside the listed ones
+    listed = {e.url for e in read_shard_index(shard_url(cfg))}
+    on_disk = {str(p) for p in Path(shard_url(cfg)).rglob("*.tar")}
+    assert on_disk == listed and third["removed"] >= 1
 
 
 def test_a_killed_run_keeps_the_shards_it_finished(token_set, monkeypatch):

@@ -31,6 +31,8 @@ def test_two_ranks_and_two_workers_see_every_clip_once_per_epoch(sizes):
             seen += clips[plan.offset::plan.stride]
             assert len(clips[plan.offset::plan.stride]) == plan.length
         assert sorted(seen) == everything
+        lengths = [slot_plan(counts, 7, epoch, slot, 4).length for slot in range(4)]
+        assert max(lengths) - min(lengths) <= max(sizes)  # shards go to the slot with the fewest clips
 
 
 def test_split_by_unit_when_there_are_enough_units_else_by_clip():
