@@ -65,7 +65,7 @@ def test_dvc_stages_dagster_assets_and_suites_share_one_name_per_stage(repo):
     import dagster as dg
     import yaml
 
-    from orchestration.checks import CHECK
+    from orchestration.checks import CHECK, CODEC_GATE
     from orchestration.definitions import defs
     from vmas.config import Config
     from vmas.quality.suites import SUITES
@@ -73,7 +73,7 @@ def test_dvc_stages_dagster_assets_and_suites_share_one_name_per_stage(repo):
     from vmas.curation import STAGES
 
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == [*STAGES, *MODEL_STAGES]
+    assert list(stages) == [*STAGES, *MODEL_STAGES, "generate"]  # as the Dagster assets below
     for name, stage in STAGES.items():  # DVC runs each after what the registry says it needs, and on its code
         deps = stages[name].get("deps", [])
         for need in stage.needs:
@@ -93,7 +93,7 @@ def test_dvc_stages_dagster_assets_and_suites_share_one_name_per_stage(repo):
     for name, stage in STAGES.items():  # the assets depend on what the registry says
         assert {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys} == set(stage.needs), name
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
-    assert checks == {(name, CHECK) for name in SUITES}
+    assert checks == {(name, CHECK) for name in SUITES} | {("train_codec", CODEC_GATE)}
     assert all(graph.get_check_spec(k).blocking for k in graph.asset_check_keys)
 
 

@@ -7,12 +7,14 @@ import json
 
 import dagster as dg
 
-from orchestration.assets.metadata import floats, image, link, tags
+from orchestration.assets.metadata import curves, figure, floats, link, tags
 from orchestration.checks import suite_check_result, suite_check_spec
 from orchestration.resources import MlflowTracking, TrainingLauncher, VmasConfig
 from vmas.curation import STAGES
 
 GROUP = "model"
+# the losses the training report's history has, as the library plots them (vmas.training.reports.plot_curves)
+TRAIN_CURVES = ["train/loss", "train/ce", "train/contrastive", "val/ce", "val/contrastive"]
 
 
 @dg.asset(group_name=GROUP, deps=[list(STAGES)[-1]], kinds={"pytorch", "mlflow"},
@@ -31,9 +33,10 @@ def train(context: dg.AssetExecutionContext, vmas: VmasConfig, mlflow: MlflowTra
                 "data fingerprint": dg.MetadataValue.text((report.get("trained_on") or {}).get("fingerprint", "")),
                 **floats(report.get("final", {}))}
     link(metadata, "MLflow run", mlflow.run_url(cfg, report.get("run_id")))
-    for name in ("training_curves.png", "validation_curves.png"):
-        if (out / name).is_file():
-            metadata[name.removesuffix(".png").replace("_", " ")] = image(out / name)
+    metadata.update(curves(report.get("history") or [], TRAIN_CURVES))  # inline sparklines
+    for name in ("training_curves", "validation_curves"):  # the full figures: on disk and in the MLflow run
+        if (value := figure(out / f"{name}.png")) is not None:
+            metadata[name.replace("_", " ")] = value
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -138,7 +138,9 @@ class IngestConfig(_DurationRange):
     outside ``[min_duration_s, max_duration_s]`` are dropped before anything is downloaded.
     """
 
-    extensions: Annotated[list[str], Field(min_length=1)] = ["mp4", "mkv", "webm", "mov"]
+    extensions: Annotated[list[str], Field(min_length=1)] | None = Field(
+        default=None, description="file extensions taken as videos in a folder; null: every video container "
+                                  "FFmpeg knows (mp4, mkv, webm, mov, avi, mpg, ogv, m4v, ts, ...)")
     media_root: Path | None = Field(default=None, description="folder holding already fetched media as "
                                                               "<youtube id>.<ext> (download takes it from there)")
     batch_rows: Annotated[int, Field(ge=1)] = 10_000
@@ -178,13 +180,17 @@ class DownloadConfig(_Section):
 
 
 class FilterStaticConfig(_Section):
-    """Drop static and slideshow videos by mean pairwise frame similarity (DISCO-MV cleaning)."""
+    """Drop static and slideshow videos (DISCO-MV cleaning): by motion within shots, or by mean frame similarity."""
 
     threshold: Share = 0.7
     sample_fps: PositiveFloat = 1.0
-    max_frames: Annotated[int, Field(ge=2)] = 32
-    embedding: Literal["pixels", "histogram", "resnet18"] = "pixels"
+    max_frames: Annotated[int, Field(ge=2)] = Field(default=32, description="frames sampled, or windows for 'motion'")
+    embedding: Literal["motion", "pixels", "histogram", "resnet18"] = "motion"
     encoder_weights: Path | None = Field(default=None, description="local torchvision state dict for 'resnet18'")
+    motion_size: Annotated[int, Field(ge=32)] = Field(default=128, description="'motion': short side frames are read at")
+    motion_span_s: PositiveFloat = Field(default=0.5, description="'motion': seconds in each window")
+    moving_px: PositiveFloat = Field(default=1.0, description="'motion': flow (px at motion_size) that counts as moving")
+    moving_area: Share = Field(default=0.004, description="'motion': share of the frame that must move in a window")
 
 
 class RemoveVocalsConfig(_Section):
@@ -275,6 +281,8 @@ class TrackingConfig(_Section):
 
     uri: str | None = None
     experiment: str = "vmas"
+    device_stats: bool = Field(default=False, description="log Lightning's DeviceStatsMonitor metrics (GPU "
+                                                          "memory and utilisation, CPU) with each training run")
 
 
 class GenerateConfig(_Section):

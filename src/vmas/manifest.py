@@ -24,6 +24,7 @@ number of batches.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import re
@@ -34,6 +35,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vmas.errors import ManifestError
 from vmas.io import atomic_path
 
 ID, INPUT_ID, KEY, ERROR = "id", "input_id", "key", "error"
@@ -83,13 +85,20 @@ class Manifest:
     whole manifest they touch only the parts directly in its folder.
     """
 
-    def __init__(self, root: str | Path, schema: pa.Schema | None = None, _grouped: bool = True):
+    def __init__(self, root: str | Path, schema: pa.Schema | None = None, _grouped: bool = True,
+                 _top: Path | None = None):
         self.root = Path(root)
         self.schema = schema
         self._grouped = _grouped  # False: one group's folder (its sub-folders are not groups)
+        self._top = self.root if _top is None else _top  # the whole manifest's folder (a group's parent)
 
     def __repr__(self) -> str:
         return f"Manifest({str(self.root)!r})"
+
+    @property
+    def stage(self) -> str:
+        """The stage whose manifest this is (its folder's name; a group's parent folder's)."""
+        return self._top.name
 
     def groups(self) -> list[str]:
         """The batch groups holding parts, sorted (``ROOT_GROUP`` first when the folder has parts itself)."""
@@ -104,10 +113,10 @@ class Manifest:
     def group(self, name: str) -> "Manifest":
         """One batch's part folder (``ROOT_GROUP``: the parts directly in this folder)."""
         if name == ROOT_GROUP:
-            return Manifest(self.root, self.schema, _grouped=False)
+            return Manifest(self.root, self.schema, _grouped=False, _top=self._top)
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"{name!r} is not a usable batch name (a folder name: no '/', not starting with '.')")
-        return Manifest(self.root / name, self.schema, _grouped=False)
+        return Manifest(self.root / name, self.schema, _grouped=False, _top=self._top)
 
     def _groups(self) -> list["Manifest"]:
         return [self.group(g) for g in self.groups()] if self._grouped else [self]
@@ -151,7 +160,7 @@ class Manifest:
         read_cols = None if columns is None else list(dict.fromkeys([INPUT_ID, *columns]))
         for part in reversed(self.parts()):
             in_part: set[str] = set()
-            for batch in pq.ParquetFile(part).iter_batches(batch_size=batch_size, columns=read_cols):
+            for batch in self._read_part(part, read_cols, batch_size):
                 inputs = batch.column(INPUT_ID).to_pylist()
                 mask = [i not in seen for i in inputs]
                 in_part.update(inputs)
@@ -161,6 +170,26 @@ class Manifest:
                     batch = self._conform(self._add_missing(batch, read_cols))
                     yield batch if columns is None else batch.select(columns)
             seen |= in_part
+
+    def _read_part(self, part: Path, columns: list[str] | None, batch_size: int) -> Iterator[pa.RecordBatch]:
+        """The record batches of one part file (those of ``columns`` it has, or all).
+
+        A part that is empty, truncated or otherwise corrupt (a copy cut short, a disk that filled,
+        a crash before the data reached the disk) raises :class:`ManifestError`: one line naming
+        the part and the stage, and the fix."""
+        try:
+            batches = pq.ParquetFile(part).iter_batches(batch_size=batch_size, columns=columns)
+            while (batch := next(batches, None)) is not None:
+                yield batch
+        except (pa.ArrowException, OSError) as exc:
+            self._raise_unreadable(part, exc)
+            raise
+
+    def _raise_unreadable(self, part: Path, exc: Exception) -> None:
+        """Raise ``exc`` as a :class:`ManifestError`, unless the file is gone or not ours to read
+        (deleting it is no fix then, and the original error says more: the caller re-raises it)."""
+        if getattr(exc, "errno", None) not in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR):
+            raise ManifestError(str(part), self.stage, str(exc)) from exc
 
     def _add_missing(self, batch: pa.RecordBatch, wanted: list[str] | None) -> pa.RecordBatch:
         """``batch`` with the columns of the schema (those ``wanted``, or all) that its part predates, as
@@ -212,7 +241,11 @@ class Manifest:
         if not parts or (len(parts) == 1 and keep is None):
             return
         target = self._next_part()
-        schema = pq.read_schema(parts[-1]) if self.schema is None else _stored_schema(self.schema)
+        try:
+            schema = pq.read_schema(parts[-1]) if self.schema is None else _stored_schema(self.schema)
+        except (pa.ArrowException, OSError) as exc:
+            self._raise_unreadable(parts[-1], exc)
+            raise
         with atomic_path(target) as tmp:
             with pq.ParquetWriter(tmp, schema) as writer:
                 for batch in self._iter_own(None, 1024):

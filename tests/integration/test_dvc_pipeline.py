@@ -1,6 +1,7 @@
 """`dvc repro` with the repository's dvc.yaml on four tiny videos: every stage runs (each followed by
 its GX suite), a second run finds everything up to date, and a changed parameter re-runs exactly the
-stages that read it and those downstream; `dvc metrics show` / `dvc plots show` read the outputs."""
+stages that read it and those downstream; `dvc metrics show` / `dvc plots show` read the outputs.
+The last stage, `generate`, gives the first video music from the registered champion."""
 
 import json
 import os
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 STAGES = ["ingest", "download", "probe", "filter_static", "remove_vocals", "clip", "beats", "train_codec", "tokenize",
-          "shard", "train", "evaluate", "register"]
+          "shard", "train", "evaluate", "register", "generate"]
 
 
 def dvc(*args, cwd, check=True) -> subprocess.CompletedProcess:
@@ -35,12 +36,17 @@ def ran(output: str) -> list[str]:
 @pytest.fixture(scope="module")
 def project(tiny_set, tiny_pipeline, tmp_path_factory, repo):
     """A DVC project (no git) holding the repository's dvc.yaml and the code its stages depend on,
-    four videos in data/ and a params.yaml of the trimmed demo profile; `dvc repro` run once."""
+    four videos in data/ (the first given music by `generate`) and a params.yaml of the trimmed demo
+    profile; `dvc repro` run once."""
     root = tmp_path_factory.mktemp("dvc_pipeline")
-    shutil.copy2(repo / "dvc.yaml", root / "dvc.yaml")
+    videos = sorted(tiny_set.glob("*.mp4"))[:4]
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
+    assert [list(v) for v in spec["vars"]] == [["demo_video"]]
+    spec["vars"] = [{"demo_video": videos[0].name}]
+    (root / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     shutil.copytree(repo / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (root / "data").mkdir()
-    for video in sorted(tiny_set.glob("*.mp4"))[:4]:
+    for video in videos:
         shutil.copy2(video, root / "data" / video.name)
     cfg = load_config(repo / "configs" / "demo.yaml", overrides=tiny_pipeline)
     (root / "params.yaml").write_text(cfg.to_yaml())
@@ -57,6 +63,16 @@ def test_repro_runs_every_stage_and_then_finds_everything_up_to_date(project):
     assert json.loads(dvc("status", "--json", cwd=root).stdout) == {}
     second = dvc("repro", cwd=root).stdout
     assert ran(second) == [] and second.count("didn't change, skipping") == len(STAGES)
+
+
+def test_generate_gives_the_demo_video_music_from_the_registered_model(project):
+    root, _ = project
+    video = yaml.safe_load((root / "dvc.yaml").read_text())["vars"][0]["demo_video"]
+    out = root / "artifacts" / "generate"
+    sidecar = json.loads((out / f"{Path(video).stem}.json").read_text())
+    assert sidecar["input"] == f"data/{video}" and (root / sidecar["video"]).is_file() and (root / sidecar["wav"]).is_file()
+    evaluated = json.loads((root / "artifacts" / "evaluate" / "evaluation.json").read_text())
+    assert sidecar["model_sha256"] == evaluated["model_sha256"]  # the champion is the model just evaluated
 
 
 def test_metrics_and_plots_come_from_the_stage_outputs(project):
@@ -80,7 +96,7 @@ def test_a_changed_parameter_reruns_only_the_stages_it_affects(project):
     stale = json.loads(dvc("status", "--json", cwd=root).stdout)
     assert stale == {"train": [{"changed deps": {"params.yaml": {"train": "modified"}}}]}
     output = dvc("repro", cwd=root).stdout
-    assert ran(output) == ["train", "evaluate", "register"]
+    assert ran(output) == ["train", "evaluate", "register", "generate"]
     after = json.loads((root / "artifacts" / "train" / "report.json").read_text())
     # new settings: trained afresh (not resumed, not skipped as done), then registered as version 2
     assert after["resumed_from"] is None and after["trained_on"]["fingerprint"] != before["trained_on"]["fingerprint"]

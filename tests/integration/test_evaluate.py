@@ -64,8 +64,10 @@ def test_the_champion_holds_the_metrics_report_and_package(evaluated):
     client = mlflow.MlflowClient(tracking_uri(cfg))
     run = client.get_run(champ["run_id"])
     assert METRICS <= set(run.data.metrics) and run.data.tags["stage"] == "evaluate"
-    files = {a.path for a in client.list_artifacts(champ["run_id"], "model")}
-    assert {"model/model.pt", "model/report.html", "model/config.yaml", "model/metrics.json"} <= files
+    logged = client.get_logged_model(champ["model_id"])  # an MLflow model of its training run
+    assert client.get_run(logged.source_run_id).data.tags["stage"] == "train"
+    files = {a.path for a in client.list_logged_model_artifacts(champ["model_id"], "artifacts/package")}
+    assert {f"artifacts/package/{f}" for f in ("model.pt", "report.html", "config.yaml", "metrics.json")} <= files
     assert "evaluate/report.html" in {a.path for a in client.list_artifacts(champ["run_id"], "evaluate")}
 
 

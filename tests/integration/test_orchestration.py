@@ -88,19 +88,27 @@ def test_the_whole_graph_materialises_and_every_check_passes(materialized):
     assert all(r.success for r in results)
     assert _materialized(results) == set(ASSETS)
     checks = {e.asset_key.to_user_string(): e for r in results for e in r.get_asset_check_evaluations()}
-    assert sorted(checks) == sorted(CHECKED) and all(c.passed for c in checks.values())
+    assert sorted(checks) == sorted([*CHECKED, "train_codec"]) and all(c.passed for c in checks.values())
+    gate = checks["train_codec"]
+    assert gate.check_name == "codec_gate" and gate.metadata["min SI-SNR (dB)"].value == -100
     assert checks["filter_static"].metadata["rows"].value == 5
-    assert "kept iff similarity" in checks["filter_static"].metadata["expectations"].value
+    assert any(r.data["expectation"].startswith("kept iff similarity") and r.data["success"]
+               for r in checks["filter_static"].metadata["expectations"].value.records)
     # one partition: the batch the sensor logic named after the five files; the partitioned runs ran it
     assert materialized["partitions"] == [results[0].dagster_run.tags["dagster/partition"]]
     assert results[2].dagster_run.tags["dagster/partition"] == materialized["partitions"][0]
     probe = _metadata(results, "probe")
     assert probe["rows"] == 5 and probe["processed"] == 5 and probe["errors"] == 0
+    assert probe["dagster/row_count"] == probe["dagster/partition_row_count"] == 5
+    assert [c.name for c in probe["dagster/column_schema"].columns][:4] == ["id", "input_id", "key", "error"]
+    assert _metadata(results, "shard")["dagster/row_count"] == _metadata(results, "shard")["shards"]
     assert _metadata(results, "filter_static")["kept"] + _metadata(results, "filter_static")["dropped"] == 5
     # MLflow: runs linked from the metadata, and a champion that the generate asset used
     train = _metadata(results, "train")
     assert train["steps"] == 4 and "/#/experiments/" in train["MLflow run"]
-    assert train["training curves"].startswith("![training_curves.png](data:image/png;base64,")
+    assert train["training curves"].endswith("training_curves.png")  # the figure; inline, a sparkline per loss
+    loss = train["train/loss curve"]
+    assert loss.startswith("![train/loss](data:image/png;base64,") and len(loss) < 1000  # shown inline
     assert _metadata(results, "register")["version"] == champion(cfg)["version"] == 1
     assert set(_metadata(results, "evaluate")) >= {"mv_align", "fad", "kl", "retrieval_r1"}
     [video] = _metadata(results, "generate")["videos"]
@@ -253,5 +261,7 @@ def test_a_failing_check_stops_everything_downstream(materialized):
     failed = {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations() if not e.passed}
     assert list(failed) == ["probe"]
     assert failed["probe"].metadata["failed: fps in range"].value == 1
-    assert row["id"] in failed["probe"].metadata["expectations"].value
+    expectations = failed["probe"].metadata["expectations"].value.records
+    [fps] = [r.data for r in expectations if r.data["expectation"] == "fps in range"]
+    assert row["id"] in fps["examples"] and not fps["success"]
     assert [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"] == ["probe"]

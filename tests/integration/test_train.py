@@ -24,7 +24,7 @@ def test_train_leaves_weights_checkpoints_and_curves(trained):
     assert all(torch.isfinite(torch.tensor(r["train/loss"])) for r in report["history"] if "train/loss" in r)
 
 
-def test_the_run_is_in_mlflow_with_config_metrics_and_device_stats(trained):
+def test_the_run_is_in_mlflow_with_config_and_metrics_and_no_device_stats_by_default(trained):
     cfg, report = trained
     client = mlflow.tracking.MlflowClient(tracking_uri(cfg))
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
@@ -34,7 +34,8 @@ def test_the_run_is_in_mlflow_with_config_metrics_and_device_stats(trained):
     assert run.data.params["train.contrastive_weight"] == str(cfg.train.contrastive_weight)
     assert run.data.tags["codec_sha256"] == report["codec_sha256"]
     assert "val/ce" in run.data.metrics and "train/loss" in run.data.metrics
-    assert any(k.startswith("DeviceStatsMonitor") or "cpu_percent" in k for k in run.data.metrics), run.data.metrics
+    assert not cfg.tracking.device_stats  # tracking.device_stats: true adds Lightning's DeviceStatsMonitor
+    assert not any(k.startswith("DeviceStatsMonitor") or "cpu_percent" in k for k in run.data.metrics), run.data.metrics
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "train")}
     assert "train/training_curves.png" in logged and "train/report.json" in logged
 

@@ -11,17 +11,23 @@ from vmas.cli.options import ConfigFile, Overrides, Profile, Progress, resolve
 from vmas.errors import StageError
 
 
-def expand_inputs(items: list[Path], extensions: list[str]) -> list[Path]:
-    """Files as given; folders -> their videos (by extension, sorted); ``.txt`` lists and Parquet
-    manifests (a ``path``, ``source_path`` or ``video_path`` column) -> the paths they name."""
+def expand_inputs(items: list[Path], extensions: list[str] | None = None) -> list[Path]:
+    """Files as given; folders -> their videos (sorted; every video container FFmpeg knows, or only
+    ``extensions`` when given: :func:`vmas.curation.batches.scan_media`), with what was skipped and
+    why said on stderr; ``.txt`` lists and Parquet manifests (a ``path``, ``source_path`` or
+    ``video_path`` column) -> the paths they name."""
+    from vmas.curation.batches import scan_media
+
     found: list[Path] = []
-    suffixes = {f".{e.lower().lstrip('.')}" for e in extensions}
     for item in items:
         if item.is_dir():
-            videos = sorted(p for p in item.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
-            if not videos:
-                raise typer.BadParameter(f"{item}: no videos ({', '.join(sorted(suffixes))}) in this folder")
-            found += videos
+            scan = scan_media(item, extensions)
+            summary = scan.summary()
+            if not scan.videos:
+                raise typer.BadParameter(f"{item}: no videos in this folder ({summary or 'it holds no files'})")
+            if summary is not None:
+                typer.echo(f"{item}: {summary}", err=True)
+            found += scan.videos
         elif item.suffix.lower() == ".txt" and item.is_file():
             found += [(item.parent / line.strip()) if not Path(line.strip()).is_absolute() else Path(line.strip())
                       for line in item.read_text().splitlines() if line.strip() and not line.startswith("#")]

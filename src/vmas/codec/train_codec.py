@@ -25,7 +25,7 @@ import numpy as np
 
 from vmas.config import Config
 from vmas.data.split import split_by_video
-from vmas.errors import StageError
+from vmas.errors import CodecGateError, StageError
 from vmas.io import atomic_write_json
 from vmas.layout import manifest_dir, output_dir, trained_codec_path
 from vmas.manifest import Manifest, content_key
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 NAME = "train_codec"
 VERSION = 1
 UPSTREAM = "clip"
-
-
-class CodecGateError(StageError):
-    """The trained codec's held-out quality is below ``codec.gate``; it is not used."""
 
 
 def xp_config(cfg: Config) -> dict:
@@ -120,7 +116,7 @@ def _gate_outcome(report: dict, cfg: Config, out: Path) -> dict:
     if problems:
         raise CodecGateError(f"{NAME}: the trained codec is not good enough ({'; '.join(problems)}); it is kept as "
                              f"{out / 'candidate.bin'} and not used. See {out / 'report.json'}; train longer "
-                             "(codec.train.max_steps) or relax codec.gate")
+                             "(codec.train.max_steps) or relax codec.gate", report)
     return report
 
 

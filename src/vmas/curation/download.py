@@ -51,6 +51,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 
 from vmas.config import Config
+from vmas.curation.batches import resolve_path, stored_path, video_extensions
 from vmas.curation.sources import youtube_id
 from vmas.errors import RowError, StageError
 from vmas.manifest import schema_with
@@ -148,8 +149,9 @@ def settings(cfg: Config, out_dir: Path) -> dict:
         "timeout_s": d.timeout_s,
         "max_bytes": d.max_bytes,
         "media_root": None if cfg.ingest.media_root is None else str(cfg.ingest.media_root),
-        "extensions": list(cfg.ingest.extensions),
+        "extensions": sorted(video_extensions(cfg.ingest.extensions)),
         "out_dir": str(out_dir),
+        "data_dir": str(Path(cfg.paths.data_dir).resolve()),  # where ingest's relative paths are (unkeyed)
     }
 
 
@@ -158,27 +160,30 @@ def download_video(row: dict, settings: dict) -> list[dict]:
 
     Returns one row (``path``, ``url``, ``status``, ``bytes``, ``seconds``, ``attempts`` and the
     reference stems); raises :class:`RowError` (``missing``, ``not_found``, ``too_large``,
-    ``http_error``, ``transient``) when there is no file to be had.
+    ``http_error``, ``transient``) when there is no file to be had. ``path`` follows ingest's form
+    (relative to ``settings["data_dir"]`` when under it, else absolute; see
+    :func:`vmas.curation.batches.stored_path`), and is read the same way.
     """
     url = row.get("url") or None
     stems = {column: row.get(column) for column in REFERENCE_COLUMNS}
+    data_dir = settings.get("data_dir")
     if row.get("path"):
-        path = Path(row["path"])
+        path = resolve_path(row["path"], data_dir)
         if path.is_file():
-            return [_result(path, url, "local", 0.0, 0, stems)]
+            return [_result(path, url, "local", 0.0, 0, stems, data_dir)]
         if url is None:
             raise RowError("missing", f"{path}: file not found and no URL to fetch it from")
     if url is None:
         raise RowError("missing", "neither a path nor a URL")
     present = _in_media_root(url, settings)
     if present is not None:
-        return [_result(present, url, "present", 0.0, 0, stems)]
+        return [_result(present, url, "present", 0.0, 0, stems, data_dir)]
     target = target_path(row, settings)
     if target.is_file() and target.stat().st_size > 0:  # fetched by a run killed before it wrote its manifest
-        return [_result(target, url, "downloaded", 0.0, 0, stems)]
+        return [_result(target, url, "downloaded", 0.0, 0, stems, data_dir)]
     start = time.monotonic()
     attempts = fetch(url, target, settings)
-    return [_result(target, url, "downloaded", time.monotonic() - start, attempts, stems)]
+    return [_result(target, url, "downloaded", time.monotonic() - start, attempts, stems, data_dir)]
 
 
 def target_path(row: dict, settings: dict) -> Path:
@@ -224,8 +229,12 @@ def classify_message(text: str) -> str:
     return "http_error"
 
 
-def _result(path: Path, url: str | None, status: str, seconds: float, attempts: int, stems: dict) -> dict:
-    return {"path": str(path), "url": url, "status": status, "bytes": path.stat().st_size,
+def _result(path: Path, url: str | None, status: str, seconds: float, attempts: int, stems: dict,
+            data_dir: str | None) -> dict:
+    """The output row; ``path`` as ingest stores one (:func:`~vmas.curation.batches.stored_path`), or as
+    given when the settings name no data folder."""
+    return {"path": str(path) if data_dir is None else stored_path(path, data_dir), "url": url, "status": status,
+            "bytes": path.stat().st_size,
             "seconds": float(seconds), "attempts": attempts, **stems}
 
 
@@ -431,6 +440,6 @@ STAGE = Stage(
     description="fetch each ingested URL once (yt-dlp or HTTP) into the artifacts, politely and resumably",
     threads=lambda cfg: cfg.download.workers,
     retry_errors=("transient",),
-    unkeyed=("command", "workers", "per_host_per_s", "retries", "backoff_s", "timeout_s", "max_bytes"),
+    unkeyed=("command", "workers", "per_host_per_s", "retries", "backoff_s", "timeout_s", "max_bytes", "data_dir"),
     input_fields=("id", "path", "url", "key"),  # ingest's key covers the reference stems it recorded
 )

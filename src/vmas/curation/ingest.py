@@ -5,6 +5,8 @@ Three kinds of source, one manifest:
 - **folders** (``paths.data_dir``): a file's identity is its SHA-256 (first 32 hex digits), so the
   same bytes under another name add nothing. New files make one batch (the unit later stages and
   the Dagster partitions go by). Hashes are cached by (path, size, mtime): a re-run reads only what changed.
+  Paths under ``paths.data_dir`` are stored relative to it, so a copied or moved project (its data
+  folder with it) knows every file (:class:`vmas.curation.batches.RegisteredFiles`).
 - **metadata tables**, DISCO-10M (or LAION-DISCO-12M) Parquet: one file, a folder of shards or a
   glob, local or any fsspec URL, streamed in record batches of the needed columns only
   (:mod:`vmas.curation.sources`). A row is a URL to fetch (the ``download`` stage does), with id
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Iterable
@@ -34,7 +37,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from vmas.config import Config
-from vmas.curation.batches import registered_files, scan_folder
+from vmas.curation.batches import RegisteredFiles, rehashed_path, scan_folder
 from vmas.curation.sources import (METADATA_COLUMNS, METADATA_FIELDS, YOUTUBE_WATCH, Chunk, metadata_columns,
                                    read_chunks, url_id, youtube_ids)
 from vmas.io import atomic_path, file_sha256
@@ -46,7 +49,8 @@ from vmas.stage import Stage
 log = logging.getLogger(__name__)
 
 SCHEMA = schema_with(
-    pa.field("path", pa.string()),  # the local file; null for a URL not yet downloaded
+    # the local file, relative to paths.data_dir when under it (read with batches.resolve_path); null for a URL
+    pa.field("path", pa.string()),
     pa.field("size_bytes", pa.int64()),
     pa.field("mtime_ns", pa.int64()),
     pa.field("source", pa.string()),  # folder | manifest | disco
@@ -186,7 +190,7 @@ def _ingest_folders(cfg: Config, out: Manifest, folders: list[Path], batch: str,
     files = [p for folder in folders for p in scan_folder(Path(folder), cfg.ingest.extensions)]
     if not files:  # a cluster's data folder is often empty (its videos come from tables): read nothing
         return
-    cached = registered_files(out)
+    cached = RegisteredFiles(out, cfg.paths.data_dir, rehashed_path(out.root))
     new_rows: list[dict] = []
     for path in tqdm(files, desc="ingest", unit="file", disable=not progress):
         row = _file_row(path, "folder", {}, batch, cached, known, counts)
@@ -197,25 +201,31 @@ def _ingest_folders(cfg: Config, out: Manifest, folders: list[Path], batch: str,
             new_rows = []
     if new_rows:
         _write(out.group(batch), new_rows, counts, batch)
+    cached.save()
 
 
-def _file_row(path: Path, source: str, meta: dict, batch: str, cached: dict, known: KnownIds, counts: dict,
-              extra: dict | None = None) -> dict | None:
+def _file_row(path: Path, source: str, meta: dict, batch: str, cached: RegisteredFiles, known: KnownIds,
+              counts: dict, extra: dict | None = None) -> dict | None:
     """The manifest row of a local file, or None when it is known, a duplicate or unreadable (counted)."""
-    path = path.resolve()
+    path = Path(os.path.abspath(path))  # not resolved: a link in the data folder is recorded where it is
     try:
         stat = path.stat()
-        vid = cached.get((str(path), stat.st_size, stat.st_mtime_ns)) or file_sha256(path)[:32]
+        vid = cached.lookup(path, stat)
+        registered = vid is not None
+        if vid is None:
+            vid = file_sha256(path)[:32]
+            registered = cached.confirm(path, stat, vid)  # this very file, its time changed (copied, checked out)
     except OSError as exc:
         log.warning("ingest: %s: %s", path, exc.strerror or exc)
         counts["unreadable"] += 1
         return None
     if known.contains([vid])[0]:
-        counts["known" if (str(path), stat.st_size, stat.st_mtime_ns) in cached else "duplicate"] += 1
+        counts["known" if registered else "duplicate"] += 1
         return None
     known.add([vid])
     stems = video_stems(path, meta)
-    return {**(extra or {}), ID: vid, INPUT_ID: vid, KEY: row_key(vid, stems), ERROR: None, "path": str(path),
+    return {**(extra or {}), ID: vid, INPUT_ID: vid, KEY: row_key(vid, stems), ERROR: None,
+            "path": cached.stored(path),
             "size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "source": source, "batch": batch,
             "meta": json.dumps(meta, default=str, sort_keys=True), **stems}
 
@@ -297,7 +307,7 @@ def _path_list_rows(cfg: Config, out: Manifest, chunk: Chunk, known: KnownIds, c
     known_names = {a for _, aliases in METADATA_COLUMNS.values() for a in aliases}
     base = Path(chunk.file).parent if "://" not in chunk.file else None
     # what this batch already holds: its files' hashes are not read again
-    cached = registered_files(out.group(chunk.batch))
+    cached = RegisteredFiles(out.group(chunk.batch), cfg.paths.data_dir, rehashed_path(out.root))
     rows, bad = [], []
     for offset, row in enumerate(table.to_pylist()):
         target = row.pop(column)
@@ -331,6 +341,7 @@ def _path_list_rows(cfg: Config, out: Manifest, chunk: Chunk, known: KnownIds, c
                 rows.append(new)
     rejected.add(chunk.batch, chunk.file, [chunk.start + o for o, _, _ in bad], [u for _, u, _ in bad],
                  [r for _, _, r in bad])
+    cached.save()
     return rows or None
 
 

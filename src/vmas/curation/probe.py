@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import pyarrow as pa
 
+from vmas.curation.batches import resolve_path
 from vmas.errors import RowError
 from vmas.manifest import schema_with
 from vmas.media.stems import REFERENCE_COLUMNS
@@ -44,7 +45,10 @@ def _rotation(stream: av.video.stream.VideoStream) -> int:
 
 
 def probe_video(row: dict, settings: dict) -> list[dict]:
-    path = Path(row["path"])
+    """One download row -> what its video is. The input ``path`` may be relative to the data folder
+    (``settings["data_dir"]``, see :func:`vmas.curation.batches.resolve_path`); the output ``path`` is the
+    file's absolute path, which the later stages open as it is."""
+    path = resolve_path(row["path"], settings.get("data_dir"))
     if not path.is_file():
         raise RowError("missing", f"{path}: file not found")
     if path.stat().st_size == 0:
@@ -98,7 +102,9 @@ STAGE = Stage(
     upstream="download",
     schema=SCHEMA,
     process=probe_video,
-    settings=lambda cfg, out_dir: {},
+    # where relative input paths are: not part of a row's key (a moved project probes nothing again)
+    settings=lambda cfg, out_dir: {"data_dir": str(Path(cfg.paths.data_dir).resolve())},
+    unkeyed=("data_dir",),
     input_fields=("id", "path", "key"),  # ingest's key covers the reference stems it recorded
     description="read duration, fps, size, rotation and codecs; mark unusable videos",
 )

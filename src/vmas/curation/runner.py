@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -28,6 +27,7 @@ from vmas.errors import StageError, describe_error
 from vmas.io import atomic_write_json
 from vmas.layout import manifest_dir, output_dir, summary_path
 from vmas.manifest import ERROR, ID, INPUT_ID, KEY, Manifest, content_key
+from vmas.processes import worker_pool
 from vmas.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def run_stage(name: str, cfg: Config, workers: int = 1, chunk_size: int = 16, pr
     elif workers > 1:
         if stage.warmup is not None:
             stage.warmup()
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(stage.start_method))
+        pool = worker_pool(workers, stage.start_method)  # workers die with this process (kill -9 too)
     else:
         pool = None
     per_chunk = chunk_size * (stage.threads(cfg) if stage.threads is not None else max(workers, 1))

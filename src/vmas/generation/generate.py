@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -30,7 +30,7 @@ from vmas.config import GenerateConfig
 from vmas.evaluation.metrics import audio_peaks, mv_align, video_peaks
 from vmas.generation.video_input import ModelFrames, VideoInfo, inspect_video
 from vmas.io import atomic_write_json
-from vmas.media.audio import write_wav
+from vmas.media.audio import Mastered, decode_audio, integrated_loudness, master, read_audio, true_peak_db, write_wav
 from vmas.media.motion import clip_motion
 from vmas.media.mux import OriginalAudio, mux_music
 from vmas.models.builders import sampling_settings
@@ -78,24 +78,18 @@ def plan_windows(total: int, window: int, overlap: int) -> list[Window]:
     return windows
 
 
-def loudness_normalize(audio: np.ndarray, sample_rate: int, target_lufs: float, peak: float = 0.89) -> tuple[np.ndarray, float | None]:
-    """Gain ``audio [C, n]`` to ``target_lufs`` (ITU-R BS.1770-4, torchaudio), peaks kept under ``peak``.
+TRUE_PEAK_CEILING_DBTP = -1.0  # the most a played-back output may reach (4x oversampled, after AAC)
+LOUDNESS_TOLERANCE_LU = 0.5  # how far from the target an output may end up without a warning
 
-    Returns the audio and its measured loudness before the gain (None for silence or < 0.4 s).
+
+def loudness_normalize(audio: np.ndarray, sample_rate: int, target_lufs: float,
+                       ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP) -> tuple[np.ndarray, float | None]:
+    """``audio [C, n]`` at ``target_lufs`` (ITU-R BS.1770-4) with its true peak at most ``ceiling_dbtp``
+    once AAC-encoded and decoded (:func:`vmas.media.audio.master`: a true-peak limiter, measured
+    after the encoder). Returns the audio and its loudness before (None for silence or < 0.4 s).
     """
-    import torchaudio.functional as AF
-
-    x = torch.from_numpy(np.atleast_2d(audio).astype(np.float32))
-    if x.shape[-1] < int(0.4 * sample_rate) or float(x.abs().max()) == 0:
-        return np.atleast_2d(audio), None
-    measured = float(AF.loudness(x, sample_rate))
-    if not math.isfinite(measured):
-        return np.atleast_2d(audio), None
-    y = x * 10 ** ((target_lufs - measured) / 20)
-    top = float(y.abs().max())
-    if top > peak:  # a loud peak in quiet music: stay under it rather than clip
-        y = y * (peak / top)
-    return y.numpy(), measured
+    mastered = master(audio, sample_rate, target_lufs, ceiling_dbtp, LOUDNESS_TOLERANCE_LU)
+    return mastered.audio, mastered.before_lufs
 
 
 def sample_music(package: ModelPackage, sources: list[ModelFrames], total: int, settings: GenerationSettings,
@@ -182,6 +176,38 @@ def generate(package: ModelPackage, inputs: Iterable[str | Path], out_dir: str |
     return results
 
 
+def music_for_videos(package: ModelPackage, inputs: Iterable[str | Path],
+                     settings: GenerationSettings = GenerationSettings(), progress: bool = False) -> list[np.ndarray]:
+    """Music ``[C, samples]`` for each input video, made as :func:`generate` makes it (same checks, windows,
+    seeds, batches, trim and loudness) but kept in memory: nothing is muxed or written (the MLflow model's
+    ``predict`` serves it). One entry per input and variant, in input order, variants of one input together.
+    A bad input raises :class:`VideoInputError` naming it."""
+    rate, sr = package.config.codec.frame_rate, package.codec.sample_rate
+    jobs = []
+    for info in _inspect_inputs(inputs, None):
+        duration = settings.duration_s or info.duration_s
+        jobs += [_Job(info, v, duration, int(math.ceil(duration * rate)), {}) for v in range(settings.variants)]
+    music: dict[int, np.ndarray] = {}
+    bar = tqdm(total=sum(job.steps for job in jobs), desc="generate", unit="step", disable=not progress)
+    for steps, batch in _batches(jobs, settings.batch_size):
+        audio = _music_for_batch(package, batch, steps, settings, bar, None)
+        for job, decoded in zip(batch, audio):
+            music[id(job)] = _trim_and_level(decoded, job.duration_s, sr, settings)[0]
+    bar.close()
+    return [music[id(job)] for job in jobs]
+
+
+def _trim_and_level(music: np.ndarray, duration_s: float, sample_rate: int,
+                    settings: GenerationSettings) -> tuple[np.ndarray, Mastered | None]:
+    """Decoded ``music [C, samples]`` cut to ``duration_s`` and brought to ``settings.loudness_lufs`` under
+    the true-peak ceiling (:func:`vmas.media.audio.master`); also how (None when not levelled)."""
+    music = music[:, : int(round(duration_s * sample_rate))]
+    if settings.loudness_lufs is None:
+        return music, None
+    mastered = master(music, sample_rate, settings.loudness_lufs, TRUE_PEAK_CEILING_DBTP, LOUDNESS_TOLERANCE_LU)
+    return mastered.audio, mastered
+
+
 def _report(on_error: _OnError, paths: Iterable[Path], exc: Exception) -> None:
     """The one policy for a failed input, called from an ``except`` block: without ``on_error``
     re-raise ``exc``; with it, report ``exc`` once for each of ``paths`` so the caller can skip
@@ -263,30 +289,84 @@ def _finish_output(package: ModelPackage, job: _Job, music: np.ndarray, settings
     the JSON sidecar. When writing the WAV or muxing fails, every file of this output is removed
     (nothing may stay behind for a failed input) and the failure goes to :func:`_report`: None."""
     sr = package.codec.sample_rate
-    music = music[:, : int(round(job.duration_s * sr))]
-    measured = None
-    if settings.loudness_lufs is not None:
-        music, measured = loudness_normalize(music, sr, settings.loudness_lufs)
+    music, level = _trim_and_level(music, job.duration_s, sr, settings)
     paths = dict(job.paths)
     try:
         write_wav(paths["wav"], music.T, sr)
-        paths["video"] = _mux(job.info.path, music, sr, paths["video"], settings)
+        track, track_level = _with_original(job.info, music, sr, settings, level)
+        muxing = replace(settings, original_audio="drop")  # the original sound, if wanted, is in the track
+        paths["video"] = _mux(job.info.path, track, sr, paths["video"], muxing)
+        loudness = _output_loudness(job.info.path, track, sr, paths, muxing, level, track_level)
     except Exception as exc:  # noqa: BLE001 - nothing of this output may stay behind
         for path in paths.values():
             path.unlink(missing_ok=True)
         _report(on_error, [job.info.path], exc)
         return None
-    sidecar = _sidecar(package, job, music, measured, paths, settings, model_name)
+    sidecar = _sidecar(package, job, music, loudness, paths, settings, model_name)
     atomic_write_json(paths["json"], sidecar)
     log.info("generate: %s -> %s (MV-Align %.3f)", job.info.path, paths["video"], sidecar["mv_align"] or 0)
     return sidecar
 
 
-def _sidecar(package: ModelPackage, job: _Job, music: np.ndarray, measured: float | None, paths: dict[str, Path],
+def _with_original(info: VideoInfo, music: np.ndarray, sample_rate: int, settings: GenerationSettings,
+                   level: Mastered | None) -> tuple[np.ndarray, Mastered | None]:
+    """The track to mux, ``[C, samples]``, and how it was levelled: the music itself, or (``keep``,
+    ``duck``) the music with the video's own sound mixed in (:func:`vmas.media.mux.mix_original`),
+    that mix mastered again, so that the loudness and the true-peak ceiling hold on what is heard.
+    Damaged packets of the original sound are skipped (:func:`vmas.media.audio.read_audio`)."""
+    if settings.original_audio == "drop" or not info.has_audio:
+        return music, level
+    from vmas.media.mux import mix_original
+
+    original = read_audio(info.path, sample_rate=sample_rate, mono=False)[0]
+    mixed = mix_original(music, original, settings.original_audio, settings.duck_db)
+    if settings.loudness_lufs is None:
+        return mixed, level
+    mastered = master(mixed, sample_rate, settings.loudness_lufs, TRUE_PEAK_CEILING_DBTP, LOUDNESS_TOLERANCE_LU)
+    return mastered.audio, mastered
+
+
+def _output_loudness(source: Path, track: np.ndarray, sample_rate: int, paths: dict[str, Path],
+                     settings: GenerationSettings, level: Mastered | None, track_level: Mastered | None) -> dict:
+    """The sidecar's loudness fields, measured on the written file's own music track (decoded: what a
+    player plays). The track was mastered against the AAC encoder; a file whose container took
+    another codec (Opus in WebM/Ogg) and missed the target or the ceiling is muxed once more with
+    the gain corrected. A miss that remains, or a target the music could not reach, is logged and
+    given as ``loudness_warning`` with the loudness and true peak reached."""
+    if settings.loudness_lufs is None:
+        return {"loudness_before_lufs": None}
+    target, ceiling = settings.loudness_lufs, TRUE_PEAK_CEILING_DBTP
+    lufs, peak = _measure(paths["video"])
+    off = lufs is not None and (abs(lufs - target) > LOUDNESS_TOLERANCE_LU or peak > ceiling)
+    if off and track_level is not None and track_level.warning is None:
+        gain = min(target - lufs, ceiling - 0.05 - peak)
+        paths["video"] = _mux(source, track * 10 ** (gain / 20), sample_rate, paths["video"], settings)
+        lufs, peak = _measure(paths["video"])
+    before = None if level is None or level.before_lufs is None else round(level.before_lufs, 2)
+    record = {**(track_level.as_dict() if track_level else {}), "loudness_before_lufs": before,
+              "loudness_reached_lufs": None if lufs is None else round(lufs, 2),
+              "true_peak_dbtp": None if peak is None else round(peak, 2)}
+    warning = track_level.warning if track_level else None
+    if warning is None and lufs is not None and (abs(lufs - target) > LOUDNESS_TOLERANCE_LU or peak > ceiling):
+        warning = (f"loudness target {target:g} LUFS not reached: the file measures {lufs:.1f} LUFS at a true "
+                   f"peak of {peak:.1f} dBTP (ceiling {ceiling:g} dBTP)")
+    if warning is not None:
+        log.warning("generate: %s: %s", paths["video"], warning)
+    return {**record, "loudness_warning": warning}
+
+
+def _measure(path: Path) -> tuple[float | None, float | None]:
+    """Integrated loudness (LUFS) and true peak (dBTP) of ``path``'s first audio track, decoded."""
+    decoded = decode_audio(path)
+    return integrated_loudness(decoded.audio, decoded.sample_rate), true_peak_db(decoded.audio)
+
+
+def _sidecar(package: ModelPackage, job: _Job, music: np.ndarray, loudness: dict, paths: dict[str, Path],
              settings: GenerationSettings, model_name: str | None) -> dict:
     """The JSON record of one output (``music [C, samples]`` as written): what it was made from
     (input and its stamp, model, seed, settings) so :func:`_up_to_date` can keep it on a rerun,
-    and what came out (windows, loudness before the gain, MV-Align, the input video's format)."""
+    and what came out (windows, ``loudness`` as :func:`_output_loudness` measured it on the file,
+    MV-Align, the input video's format)."""
     cfg, info, sr = package.config, job.info, package.codec.sample_rate
     rate = cfg.codec.frame_rate
     return {"input": str(info.path), "input_stamp": _stamp(info.path), "video": str(paths["video"]),
@@ -296,7 +376,7 @@ def _sidecar(package: ModelPackage, job: _Job, music: np.ndarray, measured: floa
             "sample_rate": sr, "settings": {**asdict(settings), "sampling": asdict(settings.sampling)},
             "windows": len(plan_windows(job.steps, int(round(cfg.clip.seconds * rate)),
                                         int(round(settings.overlap_s * rate)))),
-            "loudness_before_lufs": measured, "loudness_lufs": settings.loudness_lufs,
+            "loudness_lufs": settings.loudness_lufs, **loudness,
             "mv_align": _mv_align(info, music.mean(0), sr),
             "input_video": {"fps": info.fps, "width": info.width, "height": info.height,
                             "variable_frame_rate": info.variable_frame_rate,
@@ -324,15 +404,10 @@ def _up_to_date(info: VideoInfo, paths: dict[str, Path], package: ModelPackage, 
 
 
 def _mux(source: Path, music: np.ndarray, sample_rate: int, target: Path, settings: GenerationSettings) -> Path:
-    """Into an mp4 when the video codec fits one, else a Matroska file (which holds any codec)."""
-    import av
-
-    try:
-        return mux_music(source, music, sample_rate, target, settings.original_audio, settings.duck_db)
-    except (av.error.FFmpegError, ValueError) as exc:
-        fallback = target.with_suffix(".mkv")
-        log.warning("%s: its video stream does not fit an mp4 (%s); writing %s", source, exc, fallback.name)
-        return mux_music(source, music, sample_rate, fallback, settings.original_audio, settings.duck_db)
+    """Mux and return the path written: ``target`` (an mp4) when the video stream fits one, else the
+    same name with the suffix of the container that took it (``.mkv``, ``.webm``, ``.ogv``,
+    ``.mov``); :func:`mux_music` re-encodes the picture only when none does, and logs a warning then."""
+    return mux_music(source, music, sample_rate, target, settings.original_audio, settings.duck_db).path
 
 
 def _mv_align(info: VideoInfo, music: np.ndarray, sample_rate: int) -> float | None:

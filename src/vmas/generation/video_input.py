@@ -16,7 +16,8 @@ import torch
 
 from vmas.data.tokens import normalize_frames
 from vmas.errors import StageError
-from vmas.media.video import open_scaled, square_crop_resize
+from vmas.media.mux import scan_video
+from vmas.media.video import open_frames, square_crop_resize
 
 
 class VideoInputError(StageError):
@@ -58,8 +59,17 @@ def inspect_video(path: str | Path) -> VideoInfo:
             duration = container.duration / av.time_base
         rate = float(stream.average_rate or 0)
         guessed = float(stream.guessed_rate or 0)
-        info = VideoInfo(path, duration, rate, stream.codec_context.width, stream.codec_context.height,
-                         bool(container.streams.audio), bool(rate and guessed and abs(rate - guessed) > 0.01 * rate))
+        variable = bool(rate and guessed and abs(rate - guessed) > 0.01 * rate)
+        width, height, has_audio = stream.codec_context.width, stream.codec_context.height, bool(container.streams.audio)
+    if duration <= 0 or not (rate or guessed):
+        # Ogg gives no average rate, animated PNG no duration: read them off the packets (no decoding)
+        try:
+            track = scan_video(path)
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise VideoInputError(f"{path}: the video stream cannot be read ({exc})") from None
+        duration = duration if duration > 0 else track.duration_s
+        rate = rate or guessed or (track.packets / duration if duration > 0 else 0.0)
+    info = VideoInfo(path, duration, rate or guessed, width, height, has_audio, variable)
     if info.duration_s <= 0 or info.fps <= 0:
         raise VideoInputError(f"{path}: zero duration (no decodable frames)")
     if min(info.width, info.height) <= 0:
@@ -80,9 +90,9 @@ class ModelFrames:
         scale = size / min(info.width, info.height)
         width, height = max(int(round(info.width * scale)), size), max(int(round(info.height * scale)), size)
         try:
-            self.reader = open_scaled(info.path, width, height)
-        except Exception as exc:  # noqa: BLE001 - decord raises its own DECORDError
-            raise VideoInputError(f"{info.path}: cannot decode the video ({exc})") from None
+            self.reader = open_frames(info.path, width, height)
+        except ValueError as exc:
+            raise VideoInputError(str(exc)) from None
         if len(self.reader) == 0:
             raise VideoInputError(f"{info.path}: no decodable frames")
         self.starts = self.reader.get_frame_timestamp(range(len(self.reader)))[:, 0]  # [N] seconds

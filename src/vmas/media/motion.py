@@ -1,12 +1,14 @@
 """How much a video moves from frame to frame: the optical-flow curves that beats, evaluate and generate share.
 
-- :func:`farneback_motion`: OpenCV Farneback flow on grey frames (the default, no weights needed);
+- :func:`farneback_flow`: the OpenCV Farneback flow field between two grey frames (filter_static
+  reads where a picture moves from it);
+- :func:`farneback_motion`: its mean magnitude between neighbouring grey frames (the default, no weights needed);
 - :func:`raft_motion`: torchvision's RAFT-small from local weights;
 - :func:`clip_motion`: Farneback motion of a source video over a time span, streamed in chunks so a
   long or large video never sits in memory (evaluate's and generate's MV-Align read this).
 
-Each returns ``[N - 1]`` mean flow magnitudes (pixels) for ``N`` frames: entry ``i`` is the motion
-from frame ``i`` to ``i + 1``.
+The curves (all but the flow field) return ``[N - 1]`` mean flow magnitudes (pixels) for ``N``
+frames: entry ``i`` is the motion from frame ``i`` to ``i + 1``.
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from vmas.media.video import open_scaled
+from vmas.media.video import frame_rate, open_frames
+
+
+def farneback_flow(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Two ``[H, W]`` uint8 grey frames -> ``[H, W, 2]`` float32 Farneback flow (pixels, x then y)."""
+    return cv2.calcOpticalFlowFarneback(first, second, None, 0.5, 3, 15, 3, 5, 1.2, 0)
 
 
 def farneback_motion(gray: np.ndarray) -> np.ndarray:
     """``[N, H, W]`` uint8 frames -> ``[N - 1]`` mean Farneback flow magnitude between neighbours."""
     out = np.zeros(max(len(gray) - 1, 0))
     for i in range(len(gray) - 1):
-        flow = cv2.calcOpticalFlowFarneback(gray[i], gray[i + 1], None, 0.5, 3, 15, 3, 5, 1.2, 0)
-        out[i] = float(np.linalg.norm(flow, axis=-1).mean())
+        out[i] = float(np.linalg.norm(farneback_flow(gray[i], gray[i + 1]), axis=-1).mean())
     return out
 
 
@@ -55,17 +61,19 @@ def clip_motion(source_path: str, start_s: float, end_s: float, flow_size: int,
     Returns ``(motion [N - 1], fps)``. Frames are decoded straight to a short side of ``flow_size``
     px and streamed ``chunk`` at a time, so a long or large video never sits in memory.
     """
-    import decord
+    import av
 
-    probe = decord.VideoReader(source_path, num_threads=1)
-    fps, count = float(probe.get_avg_fps()), len(probe)
-    height, width = probe[0].shape[:2]
-    del probe
+    with av.open(source_path) as container:
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+    if min(width, height) <= 0:
+        raise ValueError(f"{source_path}: the video stream has no frame size")
+    scale = flow_size / min(height, width)
+    reader = open_frames(source_path, max(int(round(width * scale)), 8), max(int(round(height * scale)), 8))
+    fps, count = frame_rate(reader), len(reader)
     first, last = int(round(start_s * fps)), min(int(round(end_s * fps)), count) - 1
     if last - first < 2:
         raise ValueError(f"{source_path}: fewer than 3 frames in {start_s:.2f}-{end_s:.2f} s")
-    scale = flow_size / min(height, width)
-    reader = open_scaled(source_path, max(int(round(width * scale)), 8), max(int(round(height * scale)), 8))
     motion, previous = [], []
     for begin in range(first, last + 1, chunk):
         frames = reader.get_batch(list(range(begin, min(begin + chunk, last + 1)))).asnumpy()

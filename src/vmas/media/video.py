@@ -118,6 +118,68 @@ def open_scaled(path: str | Path, width: int, height: int, num_threads: int = 1)
     raise ValueError(f"{path}: cannot decode at {width}x{height} ({last})")
 
 
+class DecodedFrames:
+    """The part of ``decord.VideoReader`` that frame pickers use, over PyAV, for containers decord
+    cannot open (Ogg, animated PNG): every frame decoded once at ``width x height`` and kept
+    (``[N, height, width, 3]`` uint8), so it is for short inputs; ``max_bytes`` bounds it."""
+
+    def __init__(self, path: str | Path, width: int, height: int, max_bytes: int = 2 << 30):
+        import av
+
+        frames, starts = [], []
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            for frame in container.decode(stream):
+                if (len(frames) + 1) * width * height * 3 > max_bytes:
+                    raise ValueError(f"{path}: too long to decode into memory at {width}x{height} "
+                                     f"(over {max_bytes >> 20} MB); convert it to mp4 first")
+                frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
+                starts.append(float(frame.time) if frame.time is not None else len(starts) / float(
+                    stream.guessed_rate or 25))
+        order = np.argsort(starts, kind="stable")
+        self.frames = np.stack([frames[i] for i in order]) if frames else np.zeros((0, height, width, 3), np.uint8)
+        self.starts = np.asarray(starts, dtype=np.float64)[order]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def get_frame_timestamp(self, indices) -> np.ndarray:
+        """``[len(indices), 2]``: each frame's start and (the next frame's start as) end, in seconds."""
+        idx = np.asarray(list(indices), dtype=np.int64)
+        ends = np.append(self.starts[1:], self.starts[-1] if len(self.starts) else 0.0)
+        return np.stack([self.starts[idx], ends[idx]], axis=1)
+
+    def get_batch(self, indices) -> "DecodedFrames._Batch":
+        return self._Batch(self.frames[np.asarray(list(indices), dtype=np.int64)])
+
+    class _Batch:
+        def __init__(self, array: np.ndarray):
+            self.array = array
+
+        def asnumpy(self) -> np.ndarray:
+            return self.array
+
+
+def open_frames(path: str | Path, width: int, height: int):
+    """:func:`open_scaled` (decord), or for a container decord cannot open (Ogg, animated PNG)
+    :class:`DecodedFrames` (PyAV): either way ``len``, ``get_frame_timestamp`` and ``get_batch``."""
+    try:
+        return open_scaled(path, width, height)
+    except Exception as first:  # noqa: BLE001 - decord raises its own DECORDError
+        try:
+            return DecodedFrames(path, width, height)
+        except (av.error.FFmpegError, ValueError) as second:
+            raise ValueError(f"{path}: cannot decode the video (decord: {first}; PyAV: {second})") from None
+
+
+def frame_rate(reader) -> float:
+    """Frames per second of a reader from :func:`open_frames`, from its frames' timestamps."""
+    if hasattr(reader, "get_avg_fps"):
+        return float(reader.get_avg_fps())
+    starts = reader.get_frame_timestamp(range(len(reader)))[:, 0]
+    return (len(starts) - 1) / float(starts[-1] - starts[0]) if len(starts) > 1 and starts[-1] > starts[0] else 25.0
+
+
 def square_crop_resize(frame: np.ndarray, size: int) -> np.ndarray:
     """Centre square crop of ``[H, W, 3]`` then resize to ``[size, size, 3]``."""
     h, w = frame.shape[:2]

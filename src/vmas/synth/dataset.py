@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from vmas.config import SynthConfig
 from vmas.io import atomic_write_json
 from vmas.media import write_mp4, write_wav
 from vmas.media.stems import INSTRUMENTAL_SUFFIX, VOCALS_SUFFIX
+from vmas.processes import worker_pool
 from vmas.synth.music import compose, render_music
 from vmas.synth.plan import STYLES, ItemPlan, plan_item
 from vmas.synth.video import render_frames, slide_times
@@ -146,7 +146,7 @@ def synthesize_dataset(cfg: SynthConfig, out_dir: str | Path, workers: int = 1, 
     jobs = [(p, out_dir) for p in todo]
     bar = tqdm(total=len(todo), desc="synth", unit="video", disable=not progress)
     if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+        with worker_pool(min(workers, len(todo))) as pool:  # workers die with this process
             for _ in pool.map(_render_indexed, jobs):
                 bar.update()
     else:

@@ -1,12 +1,16 @@
 """The MLflow model registry: every evaluated model a version, one ``champion``, and why.
 
 ``register`` packages a trained model (``model.pt``, its codec, its training config, the evaluation
-and its report) as the artifacts ``model/`` of the evaluation's MLflow run, and makes it a version
-of ``register.name`` with the alias ``challenger``. :func:`decide` compares it with the current
-``champion`` on ``register.primary_metrics`` (each to maximise or minimise) and moves the alias
-when the policy says so; the decision and its reason are tags on the version either way. The
-champion's past holders are kept in the registered model's ``champion_history`` tag, which is
-what ``rollback`` walks back along. Registering the same model file twice is a no-op.
+and its report), logs it as an MLflow pyfunc model of its training run (:mod:`vmas.tracking.pyfunc`:
+``mlflow.pyfunc.load_model("models:/vmas@champion").predict`` gives a video music, ``mlflow models
+serve`` serves it), and makes it a version of ``register.name`` with the alias ``challenger``; the
+version's run is the evaluation's, whose metrics are linked to the logged model. :func:`decide`
+compares it with the current ``champion`` on ``register.primary_metrics`` (each to maximise or
+minimise) and moves the alias when the policy says so; the decision and its reason are tags on the
+version either way. The champion's past holders are kept in the registered model's
+``champion_history`` tag, which is what ``rollback`` walks back along. Registering the same model
+file twice is a no-op. A version registered before the pyfunc model (a ``model/`` folder of the
+evaluation's run) still downloads and loads (:func:`package_folder`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import json
 import logging
 import shutil
 import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,10 +91,22 @@ def _metrics_of(version) -> dict[str, float]:
 
 
 def _version_info(version, aliases: list[str]) -> dict:
+    """What :func:`champion` and :func:`versions` say of a version: ``run_id`` is the evaluation's run (the
+    metrics and the report), ``training_run_id`` the run the model was logged from (``model_id``)."""
     return {"version": int(version.version), "aliases": aliases, "metrics": _metrics_of(version),
             "run_id": version.run_id, "source": version.source, "model_sha256": version.tags.get("model_sha256"),
+            "model_id": _model_id(version), "training_run_id": version.tags.get("training_run_id") or None,
             "promotion": version.tags.get("promotion"), "created": version.creation_timestamp,
             "train_clips": int(version.tags["train_clips"]) if version.tags.get("train_clips", "").isdigit() else None}
+
+
+def _model_id(version) -> str | None:
+    """The LoggedModel a version was made from: its source ``models:/<model id>`` (the SQL registry keeps no
+    ``model_id`` of its own); None for a version registered before the pyfunc model (a run's folder)."""
+    if getattr(version, "model_id", None):
+        return version.model_id
+    source = version.source or ""
+    return source[len("models:/"):] if source.startswith("models:/m-") else None
 
 
 def _aliases(c, name: str) -> dict[int, list[str]]:
@@ -154,8 +172,10 @@ def _package(evaluation: dict, folder: Path) -> None:
 def register(cfg: Config, evaluation: dict, evaluation_dir: str | Path) -> dict:
     """Register the evaluated model (idempotent), alias it ``challenger``, and promote it if it wins.
 
-    ``evaluation`` is ``evaluation.json``'s content; its ``run_id`` (the evaluation's MLflow run)
-    receives the package, so the version's run holds the metrics and the report. Returns
+    ``evaluation`` is ``evaluation.json``'s content. The package is logged as an MLflow model of its
+    training run (the ``vmas train`` run tagged with its ``model_sha256``; the evaluation's run, or a new
+    ``register`` run, when it was trained untracked); the version's run is the evaluation's ``run_id``, so it
+    holds the metrics and the report, and those metrics are linked to the logged model. Returns
     ``{"version", "promoted", "reason", "champion", "new", "model_sha256"}``, also written to
     :func:`vmas.layout.registration_path`.
     """
@@ -175,23 +195,22 @@ def _register(cfg: Config, evaluation: dict, evaluation_dir: Path) -> dict:
         return {"version": int(v.version), "promoted": current is not None and current["version"] == int(v.version),
                 "reason": v.tags.get("promotion", ""), "champion": current and current["version"], "new": False}
 
-    run_id = evaluation.get("run_id") or _new_run(c, cfg)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "model"
-        folder.mkdir()
-        _package(evaluation, folder)
-        for f in (EVALUATION_FILE, METRICS_FILE, REPORT_FILE):
-            if (evaluation_dir / f).is_file():
-                shutil.copy2(evaluation_dir / f, folder / f)
-        c.log_artifacts(run_id, str(folder), "model")
-    source = f"{c.get_run(run_id).info.artifact_uri}/model"
-    metrics = {k: v for k, v in evaluation["metrics"].items() if v is not None}
+    from mlflow.entities import Metric
+
+    training_run = _training_run(c, cfg, sha)
+    run_id = evaluation.get("run_id") or training_run or _new_run(c, cfg)
+    metrics = {k: float(v) for k, v in evaluation["metrics"].items() if v is not None}
+    model_id = _log_model(c, cfg, evaluation, evaluation_dir, training_run or run_id)
+    if evaluation.get("run_id"):  # the evaluation's metrics, linked to the logged model
+        stamp = int(time.time() * 1000)
+        c.log_batch(run_id, metrics=[Metric(k, v, stamp, 0, model_id=model_id) for k, v in metrics.items()])
     trained_on = evaluation.get("trained_on") or {}
     tags = {"model_sha256": sha, "embedding": evaluation.get("embedding", ""), "clips": str(evaluation.get("clips")),
             "train_clips": str(trained_on.get("clips", "")), "train_fingerprint": trained_on.get("fingerprint", ""),
-            **{f"metric.{k}": repr(float(v)) for k, v in metrics.items()}}
-    version = c.create_model_version(name, source, run_id=run_id, tags=tags,
-                                     description=f"evaluated on {evaluation.get('clips')} held-out clips")
+            "training_run_id": training_run or "", **{f"metric.{k}": repr(v) for k, v in metrics.items()}}
+    with _tracking(cfg):  # the SQL registry resolves models:/<model id> through the global tracking URI
+        version = c.create_model_version(name, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id,
+                                         description=f"evaluated on {evaluation.get('clips')} held-out clips")
     number = int(version.version)
     c.set_registered_model_alias(name, CHALLENGER, number)
     current = champion(cfg)
@@ -204,6 +223,49 @@ def _register(cfg: Config, evaluation: dict, evaluation_dir: Path) -> dict:
              "now the champion" if decision.promote else f"champion stays version {current and current['version']}")
     return {"version": number, "promoted": decision.promote, "reason": decision.reason,
             "champion": number if decision.promote else (current and current["version"]), "new": True}
+
+
+def _training_run(c, cfg: Config, sha: str) -> str | None:
+    """The newest ``vmas train`` run of ``tracking.experiment`` that wrote the model file ``sha`` (its
+    ``model_sha256`` tag), or None (trained untracked)."""
+    found = c.search_runs([experiment_id(c, cfg)], max_results=1, order_by=["attributes.start_time DESC"],
+                          filter_string=f"tags.model_sha256 = '{sha}' and tags.stage = 'train'")
+    return found[0].info.run_id if found else None
+
+
+def _log_model(c, cfg: Config, evaluation: dict, evaluation_dir: Path, run_id: str) -> str:
+    """The package (see :func:`_package`, plus the evaluation's files) logged as the MLflow pyfunc model
+    ``register.name`` of the run ``run_id``; returns its model id."""
+    from vmas.tracking.pyfunc import log_music_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "package"
+        folder.mkdir()
+        _package(evaluation, folder)
+        for f in (EVALUATION_FILE, METRICS_FILE, REPORT_FILE):
+            if (evaluation_dir / f).is_file():
+                shutil.copy2(evaluation_dir / f, folder / f)
+        started = time.perf_counter()
+        model_id = log_music_model(c, folder, run_id, c.get_run(run_id).info.experiment_id, cfg.register.name,
+                                   cfg.generate.model_dump(mode="json"), {"model_sha256": evaluation["model_sha256"]})
+    log.info("register: logged %s as MLflow model %s of run %s in %.1f s", evaluation["model"], model_id, run_id,
+             time.perf_counter() - started)
+    return model_id
+
+
+@contextmanager
+def _tracking(cfg: Config):
+    """MLflow's global tracking and registry URIs set to ``cfg``'s for the block (``models:/`` URIs resolve there)."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    mlflow.set_registry_uri(tracking_uri(cfg))
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
 
 
 def _new_run(c, cfg: Config) -> str:
@@ -247,24 +309,43 @@ def rollback(cfg: Config) -> dict:
     return {"version": previous, "champion": previous, "replaced": current["version"]}
 
 
+def package_folder(folder: Path) -> Path | None:
+    """The package inside ``folder``: ``folder`` itself when it holds ``package.json`` (a package, or a version
+    registered before the pyfunc model), ``artifacts/package`` of an MLflow model folder; else None."""
+    from vmas.tracking.pyfunc import PACKAGE_ARTIFACT
+
+    for candidate in (folder, folder / "artifacts" / PACKAGE_ARTIFACT):
+        if (candidate / PACKAGE_FILE).is_file():
+            return candidate
+    return None
+
+
+def package_files(folder: Path) -> tuple[Path, Path]:
+    """``(model.pt, codec path)`` of the package in ``folder`` (see :func:`package_folder`)."""
+    found = package_folder(Path(folder))
+    if found is None:
+        raise RegistryError(f"{folder}: no {PACKAGE_FILE} in it or in its artifacts/ (not a registered vmas model)")
+    info = json.loads((found / PACKAGE_FILE).read_text())
+    return found / info["model"], found / info["codec"]
+
+
 def download(cfg: Config, uri: str | None = None, dst: str | Path | None = None) -> tuple[Path, Path]:
     """Fetch a registered model (``models:/<name>@champion`` by default) -> ``(model.pt, codec path)``."""
     import mlflow
 
     uri = uri or f"models:/{cfg.register.name}@{CHAMPION}"
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    mlflow.set_registry_uri(tracking_uri(cfg))
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst) if dst else None))
-    info = json.loads((local / PACKAGE_FILE).read_text())
-    return local / info["model"], local / info["codec"]
+    with _tracking(cfg):
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst) if dst else None))
+    return package_files(local)
 
 
 REMOTE_MODEL = ("models:/", "runs:/", "mlflow-artifacts:/")
 
 
 def load_model(cfg: Config, model: str | None, device: str) -> tuple["ModelPackage", str]:
-    """The model ``vmas generate`` uses. ``model``: a model.pt, a registered package folder, or an MLflow URI; None: the registry's champion
-    (or, before anything is registered, the last trained model.pt). Returns the package and its name."""
+    """The model ``vmas generate`` uses. ``model``: a model.pt, a registered package folder (or a downloaded MLflow
+    model holding one), or an MLflow URI; None: the registry's champion (or, before anything is registered, the
+    last trained model.pt). Returns the package and its name."""
     codec = None
     if model is None and champion(cfg) is None:
         if not model_path(cfg).is_file():
@@ -276,9 +357,8 @@ def load_model(cfg: Config, model: str | None, device: str) -> tuple["ModelPacka
     model = model or f"models:/{cfg.register.name}@{CHAMPION}"
     if model.startswith(REMOTE_MODEL):
         model_file, codec = download(cfg, model)
-    elif Path(model).is_dir() and (Path(model) / PACKAGE_FILE).is_file():
-        info = json.loads((Path(model) / PACKAGE_FILE).read_text())
-        model_file, codec = Path(model) / info["model"], Path(model) / info["codec"]
+    elif Path(model).is_dir() and package_folder(Path(model)) is not None:
+        model_file, codec = package_files(Path(model))
     else:
         model_file = Path(model)
     from vmas.devices import resolve_dtype  # torch: `vmas registry show` and the schedule need none

@@ -174,7 +174,8 @@ def train(cfg: Config, logger=None, resume: bool = True, progress: bool = True, 
 def _trainer(cfg: Config, steps: int, plan: RunPlan, out: Path, callbacks: list[Callback], logger, progress: bool,
              validate: bool) -> L.Trainer:
     """Lightning's Trainer for this run: checkpoints every ``train.checkpoint_every_n_steps`` into the
-    run's folder, EMA when ``train.ema_decay`` > 0, device stats when tracked, validation on held-out
+    run's folder, EMA when ``train.ema_decay`` > 0, device stats when tracked and ``tracking.device_stats``
+    (off by default: a dozen metrics on every run), validation on held-out
     videos every ``train.val_every_n_steps``."""
     t = cfg.train
     callbacks = [ModelCheckpoint(dirpath=plan.checkpoints, filename="step-{step}", every_n_train_steps=
@@ -182,7 +183,7 @@ def _trainer(cfg: Config, steps: int, plan: RunPlan, out: Path, callbacks: list[
                                  auto_insert_metric_name=False), *callbacks]
     if t.ema_decay > 0:
         callbacks.append(EMAWeightAveraging(decay=t.ema_decay))
-    if logger is not None:
+    if logger is not None and cfg.tracking.device_stats:
         callbacks.append(DeviceStatsMonitor(cpu_stats=True))
     batches = max(steps - plan.done_steps, 1) * t.accumulate_grad_batches  # what the resumed loader still yields
     return L.Trainer(
@@ -197,9 +198,11 @@ def _trainer(cfg: Config, steps: int, plan: RunPlan, out: Path, callbacks: list[
 
 
 def _write_outputs(cfg: Config, module: VMAsTraining, plan: RunPlan, report: dict, out: Path, logger) -> None:
-    """On rank 0: the model file, the curves (CSV and plots), ``report.json``, and older runs' checkpoints pruned."""
+    """On rank 0: the model file, the curves (CSV and plots), ``report.json``, and older runs' checkpoints pruned.
+    The run is tagged with the model file's sha256: ``vmas register`` finds the training run of a model by it."""
     final = model_path(cfg, out)
     save_model(module.model, cfg, plan.codec_path, plan.codec_sha, final, plan.trained_on)
+    set_tags(logger, {"model_sha256": file_sha256(final)})
     plots = plot_curves(report["history"], out)
     write_curve(report["history"], out / CURVE_FILE, resumed_at=plan.done_steps if plan.resume_from else None)
     atomic_write_json(out / "report.json", report)

@@ -11,7 +11,8 @@ import soundfile as sf
 import torch
 
 from vmas.codec import load_codec
-from vmas.codec.train_codec import CodecGateError, split_clips, train_codec
+from vmas.codec.train_codec import split_clips, train_codec
+from vmas.errors import CodecGateError
 from vmas.config import load_config
 from vmas.curation import STAGES
 from vmas.curation.runner import run_stage

@@ -18,6 +18,7 @@ import pytest
 
 from vmas.config import YT_DLP
 from vmas.curation import download
+from vmas.curation.batches import video_extensions
 from vmas.curation.download import (SCHEMA, STAGE, HostRateLimiter, classify_message, download_video, settings,
                                     target_path)
 from vmas.errors import RowError
@@ -385,7 +386,10 @@ def test_settings_and_stage(demo_config, tmp_path):
     got = settings(demo_config, tmp_path)
     assert got == {"command": YT_DLP, "workers": 8, "per_host_per_s": 2.0, "retries": 3, "backoff_s": 2.0,
                    "timeout_s": 600.0, "max_bytes": 512 * 1024 * 1024, "media_root": None,
-                   "extensions": ["mp4", "mkv", "webm", "mov"], "out_dir": str(tmp_path)}
+                   "extensions": sorted(video_extensions()), "out_dir": str(tmp_path),
+                   "data_dir": str(Path("data").resolve())}
+    assert "data_dir" in STAGE.unkeyed  # where the files are read from does not change the result
+    assert {"mp4", "mkv", "webm", "mov", "avi", "ogv", "ts"} <= set(got["extensions"])  # every video container
     assert STAGE.name == "download" and STAGE.upstream == "ingest" and STAGE.process is download_video
     assert STAGE.settings is settings and STAGE.threads(demo_config) == 8
     assert STAGE.retry_errors == ("transient",) and set(STAGE.unkeyed) < set(got)

@@ -2,6 +2,7 @@
 the video, long videos span several windows, variants and batches work, bad inputs leave nothing."""
 
 import json
+from pathlib import Path
 from fractions import Fraction
 
 import av
@@ -205,3 +206,28 @@ def test_motion_is_streamed_in_chunks_with_the_same_result(tmp_path):
     whole, fps = clip_motion(str(video), 0.0, 3.0, 64, chunk=1000)
     chunked, _ = clip_motion(str(video), 0.0, 3.0, 64, chunk=7)
     assert fps == 25 and len(whole) == 74 and np.allclose(whole, chunked)
+
+
+def test_theora_ogg_and_animated_png_get_music(package, tmp_path, repo):
+    """Ogg gives no average frame rate and APNG no duration: both are read off the packets, and the
+    picture goes out copied (Theora, into Matroska: the output is named .mp4) or, for APNG, which no container takes, re-encoded."""
+    import shutil
+
+    ogv = Path(shutil.copy(repo / "tests" / "unit" / "media" / "theora_64x48.ogv", tmp_path / "theora.ogv"))
+    apng = tmp_path / "anim.apng"
+    with av.open(str(apng), "w", format="apng") as c:
+        s = c.add_stream("apng", rate=12)
+        s.width, s.height, s.pix_fmt = 64, 48, "rgb24"
+        for i in range(24):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 9, np.uint8), format="rgb24")
+            frame.pts = i
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    from vmas.generation.video_input import inspect_video
+
+    assert inspect_video(ogv).fps == pytest.approx(12) and inspect_video(apng).duration_s == pytest.approx(2, abs=0.1)
+    results = generate(package, [ogv, apng], tmp_path / "out", FAST, progress=False)
+    assert len(results) == 2, results  # neither skipped
+    assert results[0]["video"].endswith("theora.mkv") and _packets(results[0]["video"]) == _packets(ogv)
+    assert results[1]["video"].endswith("anim.mp4")  # re-encoded: no container takes APNG
+    assert all(_audio_seconds(r["video"]) == pytest.approx(2, abs=0.1) for r in results)

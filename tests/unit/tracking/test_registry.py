@@ -109,6 +109,21 @@ def test_the_champion_downloads_as_a_loadable_package(store, tmp_path):
     assert all(torch.equal(v, reference[k]) for k, v in package.model.state_dict().items())
 
 
+def test_a_package_is_found_in_an_mlflow_model_and_in_an_older_version_folder(tmp_path):
+    info = json.dumps({"model": "model.pt", "codec": "codec/c.bin"})
+    older = tmp_path / "older"  # a version registered as a run's model/ folder
+    older.mkdir()
+    (older / "package.json").write_text(info)
+    mlflow_model = tmp_path / "mlflow_model"  # a pyfunc model: the package is its artifact
+    (mlflow_model / "artifacts" / "package").mkdir(parents=True)
+    (mlflow_model / "artifacts" / "package" / "package.json").write_text(info)
+    assert registry.package_files(older) == (older / "model.pt", older / "codec" / "c.bin")
+    inner = mlflow_model / "artifacts" / "package"
+    assert registry.package_files(mlflow_model) == (inner / "model.pt", inner / "codec" / "c.bin")
+    with pytest.raises(RegistryError, match="no package.json in it"):
+        registry.package_files(tmp_path)
+
+
 def test_no_registry_yet(store):
     cfg, _ = store
     assert registry.champion(cfg) is None and registry.versions(cfg) == []
