@@ -50,6 +50,20 @@ def _video(path, seconds, size=(96, 64), fps=25, audio=True):
     return path
 
 
+def _encoded(path, codec: str, rate: int, frames: int, size: tuple[int, int], pix_fmt: str, fmt: str | None = None):
+    """``frames`` flat frames getting brighter, encoded with ``codec`` at ``rate`` fps (PyAV)."""
+    w, h = size
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream(codec, rate=rate)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), (i * 15) % 255, np.uint8), format="rgb24")
+            frame.pts = i
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    return path
+
+
 def _packets(path):
     with av.open(str(path)) as c:
         return [bytes(p) for p in c.demux(c.streams.video[0]) if p.size]
@@ -172,15 +186,8 @@ def test_bad_inputs_are_named_and_leave_nothing(package, tmp_path):
 
 
 def test_a_codec_mp4_cannot_hold_goes_into_matroska(package, tmp_path):
-    source = tmp_path / "web.webm"
-    with av.open(str(source), "w") as c:  # VP8, as web videos often are: mp4 has no mapping for it
-        s = c.add_stream("libvpx", rate=10)
-        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
-        for i in range(15):
-            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 15, np.uint8), format="rgb24")
-            frame.pts = i
-            c.mux(s.encode(frame))
-        c.mux(s.encode(None))
+    # VP8, as web videos often are: mp4 has no mapping for it
+    source = _encoded(tmp_path / "web.webm", "libvpx", rate=10, frames=15, size=(64, 64), pix_fmt="yuv420p")
     [r] = generate(package, [source], tmp_path / "out", FAST, progress=False)
     assert r["video"].endswith("web.mkv") and _packets(r["video"]) == _packets(source)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["web.json", "web.mkv", "web.wav"]
@@ -210,19 +217,12 @@ def test_motion_is_streamed_in_chunks_with_the_same_result(tmp_path):
 
 def test_theora_ogg_and_animated_png_get_music(package, tmp_path, repo):
     """Ogg gives no average frame rate and APNG no duration: both are read off the packets, and the
-    picture goes out copied (Theora, into Matroska: the output is named .mp4) or, for APNG, which no container takes, re-encoded."""
+    picture goes out copied (Theora, into Matroska: the output is named .mp4) or, for APNG, which no
+    container takes, re-encoded."""
     import shutil
 
     ogv = Path(shutil.copy(repo / "tests" / "unit" / "media" / "theora_64x48.ogv", tmp_path / "theora.ogv"))
-    apng = tmp_path / "anim.apng"
-    with av.open(str(apng), "w", format="apng") as c:
-        s = c.add_stream("apng", rate=12)
-        s.width, s.height, s.pix_fmt = 64, 48, "rgb24"
-        for i in range(24):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 9, np.uint8), format="rgb24")
-            frame.pts = i
-            c.mux(s.encode(frame))
-        c.mux(s.encode(None))
+    apng = _encoded(tmp_path / "anim.apng", "apng", rate=12, frames=24, size=(64, 48), pix_fmt="rgb24", fmt="apng")
     from vmas.generation.video_input import inspect_video
 
     assert inspect_video(ogv).fps == pytest.approx(12) and inspect_video(apng).duration_s == pytest.approx(2, abs=0.1)
