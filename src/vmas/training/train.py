@@ -71,7 +71,8 @@ def training_data(cfg: Config, codec_sha: str, clips: list[dict] | None = None) 
     keys = [(c["id"], c["key"]) for c in clips]
     settings = {"train": cfg.train.model_dump(mode="json", exclude=RUNTIME_KEYS), "model": cfg.model.model_dump(mode="json"),
                 "video": cfg.video.model_dump(mode="json"), "clip": cfg.clip.model_dump(mode="json")}
-    return {"clips": len(keys), "fingerprint": content_key(NAME, keys, settings, codec_sha)}
+    count = sum(c.get("clips", 1) for c in clips)  # a shard entry stands for its clips
+    return {"clips": count, "fingerprint": content_key(NAME, keys, settings, codec_sha)}
 
 
 def _prune_checkpoint_dirs(current: Path) -> None:
@@ -97,13 +98,14 @@ class RunPlan:
 
 def _shard_clips(cfg: Config) -> list[dict]:
     """The shard index as ``training_data`` takes clips: one entry per shard (its path and sha256 as
-    id and key), so the fingerprint follows the shards' contents without reading millions of rows."""
+    id and key, its clip count), so the fingerprint follows the shards' contents without reading
+    millions of rows."""
     from vmas.data.shards import read_shard_index
 
     url = cfg.train.shards or shard_url(cfg)
     entries = read_shard_index(url)
-    return [{"id": e.url[len(url):].lstrip("/"), "key": e.sha256, "codec_sha256": c}
-            for e in entries for c in e.codec_sha256.split(",")]
+    return [{"id": e.url[len(url):].lstrip("/"), "key": e.sha256, "codec_sha256": e.codec_sha256, "clips": e.clips}
+            for e in entries]
 
 
 def plan_run(cfg: Config, out: Path, resume: bool) -> RunPlan:
@@ -111,7 +113,7 @@ def plan_run(cfg: Config, out: Path, resume: bool) -> RunPlan:
     codec_path = _codec_path(cfg)
     codec_sha = file_sha256(codec_path)
     clips = _shard_clips(cfg) if cfg.train.data == "shards" else usable_clips(cfg)
-    if {c["codec_sha256"] for c in clips} - {codec_sha}:
+    if {sha for c in clips for sha in c["codec_sha256"].split(",")} - {codec_sha}:  # a shard: "a,b" when mixed
         again = "`vmas tokenize` and `vmas shard`" if cfg.train.data == "shards" else "`vmas tokenize`"
         raise StageError(f"train: some tokens were made with another codec than {codec_path}; run {again}")
     trained_on = training_data(cfg, codec_sha, clips)

@@ -54,13 +54,13 @@ def _records(value) -> dict[str, dict]:
 # ---- standard table metadata --------------------------------------------------------------------------------
 
 
-def test_ingest_reports_row_counts_and_the_column_schema(repo, tmp_path):
+def test_ingest_reports_row_counts_and_the_column_schema(repo, tmp_path, live_instance):
     """The real ingest asset, two batches: the whole manifest's rows, the batch's rows, the columns."""
     cfg, resources = _config(repo, tmp_path)
     (tmp_path / "data").mkdir()
     for name in ("a.mp4", "b.mp4", "c.webm"):
         (tmp_path / "data" / name).write_bytes(name.encode() * 100)
-    instance = dg.DagsterInstance.ephemeral()
+    instance = live_instance
     instance.add_dynamic_partitions(ingest_batches.name, ["one", "two"])
     first = dg.materialize([ASSETS["ingest"]], partition_key="one", instance=instance, resources=resources)
     (tmp_path / "data" / "d.mp4").write_bytes(b"d" * 100)
@@ -211,11 +211,11 @@ def _steps(result, event: str) -> list[str]:
 
 
 @pytest.mark.slow  # trains a codec (about a minute on two busy cores, most of it MLflow's first database)
-def test_a_codec_below_the_gate_is_recorded_and_stops_tokenize(repo, tmp_path):
+def test_a_codec_below_the_gate_is_recorded_and_stops_tokenize(repo, tmp_path, live_instance):
     """A real (tiny) training judged by an impossible SI-SNR floor: the materialisation and its numbers are
     recorded, the blocking check fails, tokenize does not run; the same codec under a reachable floor is
     re-judged (not retrained), passes, and tokenize runs on it."""
-    instance = dg.DagsterInstance.ephemeral()
+    instance = live_instance
     instance.add_dynamic_partitions(ingest_batches.name, ["b1"])
     assets = [ASSETS["train_codec"], ASSETS["tokenize"]]
 
@@ -254,13 +254,13 @@ def test_a_codec_below_the_gate_is_recorded_and_stops_tokenize(repo, tmp_path):
     assert trained_codec_path(relaxed).is_file()
 
 
-def test_other_codec_errors_fail_the_step_without_a_verdict(repo, tmp_path):
+def test_other_codec_errors_fail_the_step_without_a_verdict(repo, tmp_path, live_instance):
     """No clips to train on: the stage's own error, even beside an old report of a failed gate."""
     cfg, resources = _config(repo, tmp_path, TINY_CODEC)
     out = output_dir(cfg, "train_codec")
     out.mkdir(parents=True)
     (out / "report.json").write_text(json.dumps({"metrics": {}, "gate": {"passed": False, "problems": ["old"]}}))
-    result = dg.materialize([ASSETS["train_codec"]], instance=dg.DagsterInstance.ephemeral(), resources=resources,
+    result = dg.materialize([ASSETS["train_codec"]], instance=live_instance, resources=resources,
                             raise_on_error=False)
     assert not result.success and _steps(result, "STEP_FAILURE") == ["train_codec"]
     assert not result.get_asset_materialization_events() and not result.get_asset_check_evaluations()

@@ -14,19 +14,6 @@ from orchestration.kubernetes_curation import (GPU_RESOURCE, GPU_TOLERATION, Cur
 from vmas.curation import STAGES
 
 
-@pytest.fixture
-def live_instance():
-    """Resolving a job needs a current Dagster instance: one that an earlier test left entered may leave
-    its dead state storage current when it is collected (seen after the orchestration tests), so
-    collect it first and resolve inside a live ephemeral one."""
-    import gc
-
-    import dagster as dg
-
-    gc.collect()
-    with dg.DagsterInstance.ephemeral() as instance:
-        yield instance
-
 K8S_VERSION = "1.33"
 VALUES = Path(__file__).resolve().parents[3] / "k8s" / "dagster" / "values.yaml"
 
