@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vmas.config import Config
-from vmas.data.shards import INDEX_FILE, INDEX_SCHEMA, SPLITS, encode_sample, join_url, tar_size
+from vmas.data.shards import INDEX_FILE, INDEX_SCHEMA, SPLITS, encode_sample, join_url, tar_file_size, tar_size
 from vmas.data.split import HeldOut
 from vmas.errors import StageError
 from vmas.io import atomic_path
@@ -103,9 +103,10 @@ def _write_shard(fs, url: str, clips: list[dict], start: int, max_bytes: int) ->
 
     local = _is_local(fs)
     target = Path(url) if local else Path(tempfile.mkdtemp(prefix="vmas-shard-")) / "shard.tar"
-    packed, skipped, size, i, first, last = 0, 0, 1024, start, None, None  # a tar ends with 1024 zero bytes
+    packed, skipped, size, i, first, last = 0, 0, 0, start, None, None  # size: the members' bytes
     with atomic_path(target) as tmp:
-        with open(tmp, "wb") as f, TarWriter(f, encoder=False, mtime=0.0) as writer:
+        # mtime an int: a float one makes tarfile add a PAX header to every member (1 kB each)
+        with open(tmp, "wb") as f, TarWriter(f, encoder=False, mtime=0) as writer:
             while i < len(clips):
                 try:
                     sample = _sample(clips[i])
@@ -114,7 +115,7 @@ def _write_shard(fs, url: str, clips: list[dict], start: int, max_bytes: int) ->
                     skipped, i = skipped + 1, i + 1
                     continue
                 need = tar_size(sample)
-                if packed and size + need > max_bytes:
+                if packed and tar_file_size(size + need) > max_bytes:
                     break
                 writer.write(sample)
                 packed, size, i = packed + 1, size + need, i + 1

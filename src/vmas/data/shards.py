@@ -69,9 +69,18 @@ def encode_sample(clip_id: str, video_id: str, key: str, codec_sha256: str, vide
             "beat_weights.npy": npy(beat_weights.astype(np.float32)), "json": json.dumps(meta).encode()}
 
 
+TAR_RECORD = 10240  # tarfile's default record size: the file is padded to a multiple of it
+
+
 def tar_size(sample: dict[str, bytes]) -> int:
     """The bytes a sample takes in a tar: a 512-byte header per member, data padded to 512."""
     return sum(512 + -(-len(v) // 512) * 512 for k, v in sample.items() if not k.startswith("__"))
+
+
+def tar_file_size(members: int) -> int:
+    """The size of a tar file whose members take ``members`` bytes: plus the two zero blocks that end
+    it, padded to a whole record."""
+    return -(-(members + 1024) // TAR_RECORD) * TAR_RECORD
 
 
 def decode_arrays(sample: dict) -> tuple[np.ndarray, np.ndarray]:

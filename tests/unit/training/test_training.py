@@ -44,7 +44,7 @@ def test_resume_takes_exactly_the_steps_an_uninterrupted_run_takes(token_set, tm
         from vmas.curation.shard import shard
 
         straight = _with(straight, data="shards", num_workers=2).model_copy(
-            update={"shard": straight.shard.model_copy(update={"url": str(tmp_path / "shards"), "max_bytes": 20_000})})
+            update={"shard": straight.shard.model_copy(update={"url": str(tmp_path / "shards"), "max_bytes": 30_000})})
         shard(straight, progress=False)
     whole = train(straight, progress=False, resume=False)
     resumed_cfg = straight.model_copy(update={"paths": straight.paths.model_copy(
