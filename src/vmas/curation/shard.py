@@ -20,7 +20,6 @@ while the stage runs.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import io
 import logging
 import posixpath
@@ -35,7 +34,7 @@ from vmas.config import Config
 from vmas.data.shards import INDEX_FILE, INDEX_SCHEMA, SPLITS, encode_sample, join_url, tar_file_size, tar_size
 from vmas.data.split import HeldOut
 from vmas.errors import StageError
-from vmas.io import atomic_path
+from vmas.io import atomic_path, file_sha256
 from vmas.layout import manifest_dir, shard_url
 from vmas.manifest import Manifest, content_key, schema_with
 from vmas.stage import Stage
@@ -121,16 +120,12 @@ def _write_shard(fs, url: str, clips: list[dict], start: int, max_bytes: int) ->
                 packed, size, i = packed + 1, size + need, i + 1
                 first = first or clips[i - 1]["id"]
                 last = clips[i - 1]["id"]
-        digest, nbytes = hashlib.sha256(), 0
-        with open(tmp, "rb") as f:
-            while block := f.read(1 << 22):
-                digest.update(block)
-                nbytes += len(block)
+        sha256, nbytes = file_sha256(tmp), tmp.stat().st_size
     if not local:
         fs.put_file(str(target), url)  # one PUT: the object appears whole or not at all
         target.unlink()
         target.parent.rmdir()
-    return {"clips": packed, "bytes": nbytes, "sha256": digest.hexdigest(), "first_id": first, "last_id": last,
+    return {"clips": packed, "bytes": nbytes, "sha256": sha256, "first_id": first, "last_id": last,
             "skipped": skipped}, i
 
 
